@@ -1,0 +1,1 @@
+"""The wiring: settings, the conversation engine, the web app and the command line."""

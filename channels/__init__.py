@@ -1,0 +1,1 @@
+"""Channel adapters: each turns a chat app's payloads into IncomingMessage and back."""

@@ -1,0 +1,1 @@
+"""Tickets, routing, SLAs and the agents' side of a conversation."""

@@ -1,0 +1,1 @@
+"""FAQ entries, their editorial workflow and hybrid retrieval."""
