@@ -24,7 +24,6 @@ def serve(
 ) -> None:
     """Run the whole product: web chat, APIs and consoles, on embedded defaults."""
     from bot.app import run
-
     from bot.settings import Settings
 
     settings = Settings.from_env()

@@ -19,7 +19,8 @@ from nlp.triage import Context, Triage
 _HAS_WORD = re.compile(r"[\w\u3400-\u9fff]")
 # Asking for a person outright; the classifier handles the fuzzier ways of saying it.
 _HUMAN = re.compile(
-    r"转人工|人工客服|人工服务|找人工|要人工|真人客服|接人工|human (?:please|agent)|real (?:person|human)"
+    r"转人工|人工客服|人工服务|找人工|要人工|真人客服|接人工"
+    r"|human (?:please|agent)|real (?:person|human)"
     r"|talk to (?:a |an )?(?:human|person|agent|someone)|speak to (?:a |an )?(?:human|person|agent)"
 )
 
@@ -61,10 +62,13 @@ class Analyzer:
         category, category_scores = _category(intent, s.get("category", {}))
         subcategory = _subcategory(category, s.get("subcategory", {}))
         emotion_probs = s["emotion"]
-        emotion = Emotion(max(emotion_probs, key=emotion_probs.__getitem__)) if _HAS_WORD.search(
-            text) or "!" in text else Emotion.NEUTRAL
+        emotion = Emotion.NEUTRAL
+        if _HAS_WORD.search(text) or "!" in text:
+            emotion = Emotion(max(emotion_probs, key=emotion_probs.__getitem__))
         level, reasons = priority.decide(text, intent, emotion, s.get("priority"), context)
-        ref = datetime.fromisoformat(context.reference_time) if context and context.reference_time else None
+        ref = None
+        if context is not None and context.reference_time:
+            ref = datetime.fromisoformat(context.reference_time)
         return Triage(
             intent=intent,
             category=category,

@@ -85,10 +85,9 @@ class _CompiledScorer:
         for task, labels, coef_t, intercept in self._heads:
             z = vals @ coef_t[cols] + intercept
             p = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
-            if len(labels) == 2:  # binary heads keep one weight row: P(second class)
-                probs = [1.0 - float(p[0]), float(p[0])]
-            else:  # one-vs-rest, normalised as sklearn's predict_proba does
-                probs = (p / p.sum()).tolist()
+            # Binary heads keep one weight row, P(second class); multi-class heads are
+            # one-vs-rest, normalised as sklearn's predict_proba does.
+            probs = [1.0 - float(p[0]), float(p[0])] if len(labels) == 2 else (p / p.sum()).tolist()
             result[task] = dict(zip(labels, probs, strict=True))
         return result
 
@@ -112,7 +111,8 @@ class ClassicalBackend(TriageBackend):
             return [self._compiled.score(texts[0])]
         features = self._vectorizer.transform(texts)
         per_task = {
-            task: (head.classes_, head.predict_proba(features)) for task, head in self._heads.items()
+            task: (head.classes_, head.predict_proba(features))
+            for task, head in self._heads.items()
         }
         results: list[Scores] = []
         for i in range(len(texts)):

@@ -26,7 +26,8 @@ class TriageBackend(abc.ABC):
             return []
         results = self._score(list(texts))
         if len(results) != len(texts):
-            raise RuntimeError(f"{self.name} backend returned {len(results)} results for {len(texts)} texts")
+            raise RuntimeError(
+                f"{self.name} backend returned {len(results)} results for {len(texts)} texts")
         return results
 
     @abc.abstractmethod

@@ -148,7 +148,7 @@ def train(
     target = out or config.data_dir / "models" / backend
     if backend == "transformers":
         if base_model is None:
-            raise typer.BadParameter("--base-model is required for transformers", param_hint="--base-model")
+            raise typer.BadParameter("required for transformers", param_hint="--base-model")
         from nlp.backend_transformers import train_transformers
 
         train_transformers(examples, base_model, target, progress=progress)
@@ -165,7 +165,8 @@ def train(
 
 @app.command("eval")
 def eval_(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON Lines with gold labels."),
+    file: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                help="JSON Lines with gold labels."),
     data_dir: Path | None = DataDir,
     backend: str = typer.Option("", envvar="INTAKEBOT_NLP_BACKEND"),
     model_path: Path | None = typer.Option(None, envvar="INTAKEBOT_NLP_MODEL_PATH"),

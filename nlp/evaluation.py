@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from nlp.labels import Category, Emotion, Intent, Priority
 
@@ -79,7 +84,8 @@ def score_field(field: str, gold: list[str], predicted: list[str]) -> FieldRepor
     present = sorted(set(gold) | set(predicted), key=lambda x: (x not in classes, x))
     labels = [c for c in classes if c in present] + [x for x in present if x not in classes]
     p, r, f, s = precision_recall_fscore_support(gold, predicted, labels=classes, zero_division=0)
-    per_class = {c: (float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i, c in enumerate(classes)}
+    per_class = {c: (float(p[i]), float(r[i]), float(f[i]), int(s[i]))
+                 for i, c in enumerate(classes)}
     scored = [c for c in classes if c in set(gold)]  # classes absent from gold carry no signal
     return FieldReport(
         field=field,
@@ -96,7 +102,8 @@ def evaluate(rows: list[dict[str, Any]], predictions: list[dict[str, Any]]) -> l
     """Reports for each field present in the gold rows, over the rows that have it."""
     reports = []
     for field in FIELD_LABELS:
-        pairs = [(g, predicted_value(field, pred)) for row, pred in zip(rows, predictions, strict=True)
+        pairs = [(g, predicted_value(field, pred))
+                 for row, pred in zip(rows, predictions, strict=True)
                  if (g := gold_value(field, row)) is not None]
         if pairs:
             reports.append(score_field(field, [g for g, _ in pairs], [p for _, p in pairs]))

@@ -44,7 +44,8 @@ def test_no_category_without_a_topic(analyzer: Analyzer, text: str) -> None:
     assert triage.priority is Priority.LOW
 
 
-@pytest.mark.parametrize("text", ["转人工", "我要人工客服", "human please", "let me talk to a human"])
+@pytest.mark.parametrize("text", ["转人工", "我要人工客服", "human please",
+                                  "let me talk to a human"])
 def test_request_human(analyzer: Analyzer, text: str) -> None:
     assert analyzer.analyze(text).intent is Intent.REQUEST_HUMAN
 
