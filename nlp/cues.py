@@ -31,7 +31,9 @@ def _compile(name: str, words: list[Any]) -> CueSet:
     parts = []
     for word in sorted({str(w).lower() for w in words}, key=len, reverse=True):
         escaped = re.escape(word)
-        parts.append(rf"\b{escaped}\b" if word.isascii() and word[:1].isalnum() else escaped)
+        # \b would fail beside Han characters (they are word characters too): look at ASCII only.
+        ascii_word = word.isascii() and word[:1].isalnum()
+        parts.append(rf"(?<![a-z0-9]){escaped}(?![a-z0-9])" if ascii_word else escaped)
     return CueSet(name, re.compile("|".join(parts)))
 
 

@@ -94,7 +94,9 @@ def score_field(field: str, gold: list[str], predicted: list[str]) -> FieldRepor
         macro_f1=float(f1_score(gold, predicted, labels=scored, average="macro", zero_division=0)),
         per_class=per_class,
         labels=labels,
-        confusion=confusion_matrix(gold, predicted, labels=labels).tolist(),
+        # sklearn warns on a 1x1 matrix; it is just the count.
+        confusion=([[len(gold)]] if len(labels) == 1
+                   else confusion_matrix(gold, predicted, labels=labels).tolist()),
     )
 
 
