@@ -59,7 +59,8 @@ class Analyzer:
 
     def _triage(self, raw: str, text: str, s: Scores, context: Context | None) -> Triage:
         intent = _intent(text, s["intent"])
-        category, category_scores = _category(intent, s.get("category", {}))
+        category, category_scores = _category(intent, s.get("category", {}),
+                                              s.get("subcategory", {}))
         subcategory = _subcategory(category, s.get("subcategory", {}))
         emotion_probs = s["emotion"]
         emotion = Emotion.NEUTRAL
@@ -92,10 +93,22 @@ def _intent(text: str, probs: dict[str, float]) -> Intent:
     return Intent(max(probs, key=probs.__getitem__))
 
 
-def _category(intent: Intent, probs: dict[str, float]) -> tuple[Category | None, dict[str, float]]:
-    named = {c.value: probs.get(c.value, 0.0) for c in Category}
-    total = sum(named.values()) or 1.0
-    scores = {k: v / total for k, v in named.items()}
+def _category(intent: Intent, probs: dict[str, float], sub_probs: dict[str, float]
+              ) -> tuple[Category | None, dict[str, float]]:
+    """The category head averaged with the subcategory head summed per category.
+
+    The fine-grained head is a second view of the same question; averaging the two generalises
+    better to real texts than either alone (docs/nlp.md).
+    """
+    views = [{c.value: probs.get(c.value, 0.0) for c in Category}]
+    if sub_probs:
+        views.append({c.value: sum(sub_probs.get(s, 0.0) for s in SUBCATEGORIES[c])
+                      for c in Category})
+    scores = dict.fromkeys(views[0], 0.0)
+    for view in views:
+        total = sum(view.values()) or 1.0
+        for k, v in view.items():
+            scores[k] += v / total / len(views)
     if intent in (Intent.OTHER, Intent.REQUEST_HUMAN):
         return None, scores
     return Category(max(scores, key=scores.__getitem__)), scores
