@@ -107,7 +107,7 @@ class _CompiledScorer:
             index.extend((cols + offset).tolist())
             values.extend(weights.tolist())
         cue_part, cue_offset = self._dense
-        dense = cue_part.transform([text]).toarray()[0]
+        dense = np.asarray(cue_part.row(text))
         nz = np.flatnonzero(dense)
         index.extend((nz + cue_offset).tolist())
         values.extend(dense[nz].tolist())

@@ -41,20 +41,20 @@ class CueCounts(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         return self
 
     def transform(self, texts: list[str]) -> sparse.csr_matrix:
+        return sparse.csr_matrix(np.asarray([self.row(t) for t in texts], dtype=np.float64))
+
+    @staticmethod
+    def row(text: str) -> list[float]:
+        """The features of one text (the single-text scorer calls this directly)."""
         c = cues()
         sets = [*c.emotion.values(), c.negation, c.intensifier, c.request_human,
                 *c.priority.values()]
-        rows = []
-        for text in texts:
-            row = [math.log1p(s.count(text)) for s in sets]
-            row += [
-                math.log1p(text.count("!")),
-                math.log1p(text.count("?")),
-                math.log1p(text.count("...") + text.count("。。")),
-                math.log1p(len(text)) / 6.0,
-            ]
-            rows.append(row)
-        return sparse.csr_matrix(np.asarray(rows, dtype=np.float64))
+        return [math.log1p(s.count(text)) for s in sets] + [
+            math.log1p(text.count("!")),
+            math.log1p(text.count("?")),
+            math.log1p(text.count("...") + text.count("。。")),
+            math.log1p(len(text)) / 6.0,
+        ]
 
 
 def build_vectorizer() -> FeatureUnion:
