@@ -10,7 +10,10 @@ from nlp.labels import Lang
 
 MAX_CHARS = 20_000  # longer texts are cut: nothing a customer writes needs more to be triaged
 
-_CONTROL = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\ufeff]")
+# Control characters, zero-width marks, and lone surrogates (a broken JSON escape yields them
+# and OpenCC cannot encode them).
+_CONTROL = re.compile(
+    "[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\ufeff\ud800-\udfff]")
 _SPACE = re.compile(r"\s+")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]{2,}")

@@ -14,6 +14,10 @@ def test_control_characters_and_spaces() -> None:
     assert clean(" a\x00b\u200b\t\n  c ") == "ab c"
 
 
+def test_lone_surrogates_are_dropped() -> None:
+    assert normalize("退\ud800款") == "退款"
+
+
 def test_length_is_capped() -> None:
     assert len(normalize("退" * (MAX_CHARS * 5))) == MAX_CHARS
 
