@@ -30,5 +30,16 @@ def serve(
     run(settings, host=host or settings.host, port=port or settings.port)
 
 
+@app.command()
+def chat() -> None:
+    """Talk to the bot in the terminal (the same conversation as the web chat)."""
+    import asyncio
+
+    from bot.settings import Settings
+    from bot.terminal import run
+
+    asyncio.run(run(Settings.from_env()))
+
+
 def main() -> None:
     app()

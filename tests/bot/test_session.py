@@ -1,0 +1,268 @@
+"""Sessions, locks and de-duplication: each store in this process and on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.keys import Keys
+from bot.session import (
+    Ask,
+    Assessment,
+    Deduplicator,
+    Delivery,
+    Form,
+    InMemoryDeduplicator,
+    InMemoryLockStore,
+    InMemorySessionStore,
+    Line,
+    LockStore,
+    LockTimeout,
+    RedisDeduplicator,
+    RedisLockStore,
+    RedisSessionStore,
+    Session,
+    SessionStore,
+    StaleSession,
+    State,
+    dedup_key,
+)
+from channels.messages import Attachment, Author, ConversationRef, OutgoingMessage
+from handoff.intake import EvidenceRef, HandoffReason
+from nlp.labels import Category, Demand, Emotion, Lang, Priority
+
+NOW = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
+CONVERSATION = ConversationRef("telegram", "4242")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def full_session(revision: int = 1) -> Session:
+    """A session with every field set, as far into a conversation as they go."""
+    return Session(
+        key=CONVERSATION.key, channel="telegram", chat_id="4242", updated_at=NOW,
+        state=State.CONFIRMING, lang=Lang.ZH_HANT,
+        form=Form(order_id="4521987634123", product="藍牙耳機", phone="13812345678",
+                  email="a@b.cn", demand=Demand.OTHER, demand_note="盡快處理", amount=350.0,
+                  currency="CNY", incident_time="2026-11-22T15:00:00", customer_name="王先生"),
+        story=("耳機壞了", "充電盒也裂了"),
+        assessment=Assessment(Category.PRODUCT, "quality_defect", Priority.MEDIUM,
+                              ("cannot_use",), Emotion.ANGER, 0.5),
+        pending=Ask.DEMAND, asked=frozenset({Ask.ORDER_ID, Ask.DEMAND}),
+        declined=frozenset({Ask.PRODUCT}), evidence_hinted=True, kb_misses=1,
+        ticket_id="t-1", ticket_number="TS000001", handoff_reason=HandoffReason.STRONG_ANGER,
+        evidence=(EvidenceRef("a.jpg", "image/jpeg", "ab" * 32, 99),),
+        transcript=(Line(Author.CUSTOMER, "耳機壞了", NOW),
+                    Line(Author.SYSTEM, "非常抱歉", NOW, "apology")),
+        revision=revision,
+    )
+
+
+def test_a_session_survives_json() -> None:
+    session = full_session()
+    assert Session.loads(session.dumps()) == session
+    assert Session.loads(Session.new(CONVERSATION, NOW).dumps()) == Session.new(CONVERSATION, NOW)
+
+
+def test_an_unknown_session_format_is_refused() -> None:
+    data = full_session().to_json()
+    data["v"] = 99
+    with pytest.raises(ValueError, match="format"):
+        Session.from_json(data)
+
+
+def test_the_transcript_and_the_story_are_bounded() -> None:
+    session = Session.new(CONVERSATION, NOW)
+    for i in range(500):
+        session = session.with_lines(Line(Author.CUSTOMER, str(i), NOW))
+        session = session.with_story("很长的经过" * 100)
+    assert len(session.transcript) == 200 and session.transcript[-1].text == "499"
+    assert sum(map(len, session.story)) <= 4_000
+
+
+# ---- session stores -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def session_store(request: pytest.FixtureRequest) -> SessionStore:
+    if request.param == "memory":
+        return InMemorySessionStore()
+    client: Redis = request.getfixturevalue("redis_client")
+    return RedisSessionStore(client, keys=request.getfixturevalue("redis_keys"))
+
+
+async def test_put_get_delete(session_store: SessionStore) -> None:
+    assert await session_store.get(CONVERSATION.key) is None
+    await session_store.put(full_session(1))
+    assert await session_store.get(CONVERSATION.key) == full_session(1)
+    await session_store.delete(CONVERSATION.key)
+    assert await session_store.get(CONVERSATION.key) is None
+
+
+async def test_a_stale_write_is_refused_and_a_repeated_one_is_harmless(
+        session_store: SessionStore) -> None:
+    await session_store.put(full_session(1))
+    await session_store.put(full_session(2))
+    await session_store.put(full_session(2))  # the same write again (a retry): no harm
+    with pytest.raises(StaleSession):
+        # another process handled a message meanwhile and wrote revision 2 differently
+        await session_store.put(replace(full_session(2), kb_misses=0))
+    with pytest.raises(StaleSession):
+        await session_store.put(full_session(1))  # older than what is stored
+    assert await session_store.get(CONVERSATION.key) == full_session(2)
+
+
+async def test_in_memory_sessions_expire() -> None:
+    clock = Clock()
+    store = InMemorySessionStore(ttl=timedelta(days=7), clock=clock)
+    await store.put(full_session())
+    clock.now += 7 * 86400 - 1
+    assert await store.get(CONVERSATION.key) is not None
+    clock.now += 2
+    assert await store.get(CONVERSATION.key) is None
+
+
+@pytest.mark.redis
+async def test_redis_sessions_have_a_ttl(redis_client: Redis, redis_keys: Keys) -> None:
+    store = RedisSessionStore(redis_client, keys=redis_keys)
+    await store.put(full_session())
+    ttl = await redis_client.ttl(redis_keys.session(CONVERSATION.key))
+    assert 7 * 86400 - 5 < ttl <= 7 * 86400
+    short = RedisSessionStore(redis_client, keys=redis_keys, ttl=timedelta(seconds=1))
+    await short.put(full_session(2))
+    await asyncio.sleep(1.2)
+    assert await store.get(CONVERSATION.key) is None
+
+
+# ---- locks --------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def lock_store(request: pytest.FixtureRequest) -> LockStore:
+    if request.param == "memory":
+        return InMemoryLockStore(timeout=0.3)
+    client: Redis = request.getfixturevalue("redis_client")
+    return RedisLockStore(client, keys=request.getfixturevalue("redis_keys"), timeout=0.3)
+
+
+async def test_one_holder_at_a_time_per_conversation(lock_store: LockStore) -> None:
+    inside: list[str] = []
+    overlap = False
+
+    async def hold(name: str) -> None:
+        nonlocal overlap
+        async with lock_store.lock("c1"):
+            overlap = overlap or bool(inside)
+            inside.append(name)
+            await asyncio.sleep(0.02)
+            inside.remove(name)
+
+    await asyncio.gather(*(hold(str(i)) for i in range(5)))
+    assert not overlap
+    async with lock_store.lock("c1"), lock_store.lock("c2"):  # others are not held up
+        pass
+
+
+async def test_a_lock_held_too_long_times_out(lock_store: LockStore) -> None:
+    async with lock_store.lock("c1"):
+        with pytest.raises(LockTimeout):
+            async with lock_store.lock("c1"):
+                pass
+    async with lock_store.lock("c1"):  # and is free again afterwards
+        pass
+
+
+async def test_in_memory_locks_are_dropped_when_unused() -> None:
+    store = InMemoryLockStore()
+    async with store.lock("c1"):
+        assert len(store) == 1
+    assert len(store) == 0
+
+
+@pytest.mark.redis
+async def test_a_redis_lock_expires_and_is_never_released_by_a_former_holder(
+        redis_client: Redis, redis_keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisLockStore(redis_client, keys=redis_keys, lease=timedelta(milliseconds=100),
+                           timeout=1.0)
+    name = redis_keys.lock("c1")
+    with caplog.at_level(logging.WARNING, logger="bot.session"):
+        async with store.lock("c1"):
+            assert 0 < await redis_client.pttl(name) <= 100
+            await asyncio.sleep(0.15)  # the lease ran out: somebody else takes the lock
+            await redis_client.set(name, "someone-else", px=5000)
+    assert await redis_client.get(name) == b"someone-else"
+    assert "expired" in caplog.text
+
+
+# ---- de-duplication -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def dedup(request: pytest.FixtureRequest) -> Deduplicator:
+    if request.param == "memory":
+        return InMemoryDeduplicator()
+    client: Redis = request.getfixturevalue("redis_client")
+    return RedisDeduplicator(client, keys=request.getfixturevalue("redis_keys"))
+
+
+def delivery(sent: int = 0) -> Delivery:
+    reply = OutgoingMessage(CONVERSATION, "您好", buttons=("是", "否"),
+                            attachments=(Attachment("a.png", "image/png", "cd" * 32, 5),))
+    return Delivery((reply, OutgoingMessage(CONVERSATION, "agent", author=Author.AGENT)), sent)
+
+
+async def test_a_message_is_claimed_once_and_its_replies_remembered(dedup: Deduplicator) -> None:
+    key = dedup_key(CONVERSATION, "m1")
+    assert await dedup.claim(key) is None
+    pending = await dedup.claim(key)  # still being handled: no replies to give yet
+    assert pending is not None and pending.replies == ()
+    await dedup.record(key, delivery(sent=1))
+    assert await dedup.claim(key) == delivery(sent=1)
+    await dedup.release(key)  # handled: a release does not forget it
+    assert await dedup.claim(key) == delivery(sent=1)
+
+
+async def test_a_released_claim_can_be_claimed_again(dedup: Deduplicator) -> None:
+    key = dedup_key(CONVERSATION, "m2")
+    assert await dedup.claim(key) is None
+    await dedup.release(key)
+    assert await dedup.claim(key) is None
+
+
+def test_message_ids_are_per_chat() -> None:
+    assert dedup_key(ConversationRef("telegram", "1"), "42") != dedup_key(
+        ConversationRef("telegram", "2"), "42")
+
+
+async def test_in_memory_records_expire() -> None:
+    clock = Clock()
+    dedup = InMemoryDeduplicator(ttl=timedelta(hours=1), claim_ttl=timedelta(seconds=60),
+                                 clock=clock)
+    assert await dedup.claim("a") is None
+    clock.now += 61  # a claim whose handler died lapses after the lock lease
+    assert await dedup.claim("a") is None
+    await dedup.record("a", delivery())
+    clock.now += 3599
+    assert await dedup.claim("a") is not None
+    clock.now += 2
+    assert await dedup.claim("a") is None
+
+
+@pytest.mark.redis
+async def test_redis_dedup_keys_have_a_ttl(redis_client: Redis, redis_keys: Keys) -> None:
+    dedup = RedisDeduplicator(redis_client, keys=redis_keys)
+    await dedup.claim("k")
+    assert 0 < await redis_client.ttl(redis_keys.dedup("k")) <= 60
+    await dedup.record("k", delivery())
+    assert 60 < await redis_client.ttl(redis_keys.dedup("k")) <= 86400
