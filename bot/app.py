@@ -1,25 +1,315 @@
-"""The aiohttp application: the one module that wires every part together."""
+"""The aiohttp application: the one module that wires every part together.
+
+Start-up (cleanup contexts, in order): the ticket database is migrated; the knowledge base is
+opened (migrated, seeded on first run, indexed); the triage model is loaded once, in a thread;
+the session, lock and de-duplication stores are opened (in-process, or Redis with REDIS_URL);
+then the engine and the dispatcher are built. Channels get the dispatcher as their OnMessage
+callback, bound late so their routes can be added before start-up.
+
+Errors: every package raises its own exception tree; `error_middleware` maps them to JSON
+responses with a clear message and never lets bad input become a 500.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from aiohttp import web
 
+from bot.dispatcher import Dispatcher
+from bot.engine import Engine, EngineConfig, Triager
+from bot.keys import Keys
+from bot.session import (
+    Deduplicator,
+    LockStore,
+    LockTimeout,
+    SessionError,
+    SessionStore,
+)
 from bot.settings import Settings
+from channels.base import ChannelError
+from channels.messages import IncomingMessage, OutgoingMessage
+from channels.webchat import CHANNEL as WEBCHAT_CHANNEL
+from channels.webchat import WebChat, WebChatError
+from handoff.desk import SqlTicketDesk
+from handoff.errors import (
+    EvidenceNotFound,
+    EvidenceTooLarge,
+    HandoffError,
+    InvalidTicket,
+    TicketNotFound,
+    TicketStoreUnavailable,
+)
+from handoff.evidence import EvidenceStore
+from handoff.routing import Routing
+from handoff.tickets import TicketStore
+from knowledge_base.api import KNOWLEDGE_BASE
+from knowledge_base.api import routes as kb_routes
+from knowledge_base.errors import KnowledgeBaseError, StoreUnavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from knowledge_base.retrieval import Searcher
+
+log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
+TICKETS = web.AppKey("tickets", TicketStore)
+EVIDENCE = web.AppKey("evidence", EvidenceStore)
+WEBCHAT = web.AppKey("webchat", WebChat)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+ANALYZER = web.AppKey("analyzer", Triager)  # nlp.analyzer.Analyzer
+_OPTIONS = web.AppKey("options", dict)
+
+ROUTING_FILE = "routing.yaml"  # in the data directory: the category -> department table
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+_RETRY = {"Retry-After": "5"}
+
+
+def _status(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and message of one of the product's errors."""
+    match exc:
+        case WebChatError():
+            return exc.status, str(exc)
+        case EvidenceTooLarge():
+            return 413, str(exc)
+        case TicketNotFound() | EvidenceNotFound():
+            return 404, str(exc)
+        case InvalidTicket():
+            return 400, str(exc)
+        case LockTimeout():
+            return 503, "the conversation is busy; send the message again with the same message_id"
+        case ChannelError():
+            return 503, f"{exc}; send the message again with the same message_id"
+        case TicketStoreUnavailable() | StoreUnavailable() | SessionError():
+            return 503, "a database the bot needs is unavailable; try again shortly"
+        case HandoffError() | KnowledgeBaseError():
+            return 500, "the request could not be completed"
+    return 500, "internal error"
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """Map the product's exception tree, and aiohttp's HTTP errors, to JSON responses."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        status, message = _status(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s: %s", request.method, request.path,
+                      type(exc).__name__, exc, exc_info=status == 500)
+        return web.json_response({"error": message}, status=status,
+                                 headers=_RETRY if status == 503 else None)
+
+
+# ---- logs -----------------------------------------------------------------------------------
+
+
+class MaskPii(logging.Filter):
+    """Masks phone numbers, e-mails, ID and card numbers, names and addresses in log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from nlp.pii import mask_pii
+
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        record.msg = mask_pii(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_pii(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr with personal data masked in every record (DOMAIN.md, privacy)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(MaskPii())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# ---- start-up and shut-down -----------------------------------------------------------------
+
+
+async def tickets_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Bring the ticket tables up to date; close the connections at the end."""
+    tickets = app[TICKETS]
+    await tickets.migrate()
+    yield
+    await tickets.close()
+
+
+async def knowledge_base_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the FAQ store (migrated, seeded when empty), its index and its reload listener."""
+    from knowledge_base.service import KnowledgeBase, KnowledgeBaseConfig
+
+    settings = app[SETTINGS]
+    kb = await KnowledgeBase.open(KnowledgeBaseConfig(
+        database_url=settings.database_url, redis_url=settings.redis_url,
+        embedding_model=settings.kb_embedding_model), searcher=app[_OPTIONS].get("searcher"))
+    await kb.ensure_seed()
+    app[KNOWLEDGE_BASE] = kb
+    yield
+    await kb.close()
+
+
+async def analyzer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the triage model once (training it on the very first run), off the event loop."""
+    if ANALYZER not in app:
+        from nlp.analyzer import Analyzer
+        from nlp.models import ModelConfig, load_backend
+
+        settings = app[SETTINGS]
+        config = ModelConfig(
+            data_dir=settings.data_dir, backend=settings.nlp_backend,
+            model_path=Path(settings.nlp_model_path) if settings.nlp_model_path else None)
+        log.info("loading the %s triage model", settings.nlp_backend)
+        app[ANALYZER] = Analyzer(*await asyncio.to_thread(load_backend, config))
+    yield
+
+
+async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the conversation state stores and build the engine and the dispatcher."""
+    settings = app[SETTINGS]
+    sessions: SessionStore
+    locks: LockStore
+    dedup: Deduplicator
+    redis: Redis | None = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from bot.session import RedisDeduplicator, RedisLockStore, RedisSessionStore
+
+        redis = Redis.from_url(settings.redis_url)
+        keys = Keys(app[_OPTIONS].get("redis_prefix") or Keys().prefix)
+        sessions = RedisSessionStore(redis, keys=keys)
+        locks = RedisLockStore(redis, keys=keys)
+        dedup = RedisDeduplicator(redis, keys=keys)
+    else:
+        from bot.session import InMemoryDeduplicator, InMemoryLockStore, InMemorySessionStore
+
+        sessions, locks, dedup = (InMemorySessionStore(), InMemoryLockStore(),
+                                  InMemoryDeduplicator())
+    desk = SqlTicketDesk(app[TICKETS], _routing(settings))
+    engine = Engine(app[ANALYZER], app[KNOWLEDGE_BASE], desk, config=EngineConfig())
+    webchat = app[WEBCHAT]
+    app[DISPATCHER] = Dispatcher(engine, sessions, locks, dedup,
+                                 {WEBCHAT_CHANNEL: webchat.output})
+    try:
+        yield
+    finally:
+        await webchat.close()
+        if redis is not None:
+            await redis.aclose()
+
+
+def _routing(settings: Settings) -> Routing:
+    return Routing.load(settings.data_dir / ROUTING_FILE)
+
+
+def _too_long_reply() -> Callable[[str, int], str] | None:
+    """The engine's "message too long" template, if its reply file has one."""
+    from bot.replies import default_replies
+
+    replies = default_replies()
+    if "too_long" not in replies.templates:
+        return None
+
+    def reply(text: str, limit: int) -> str:
+        from nlp.normalize import detect_lang
+
+        return replies.render("too_long", detect_lang(text[:500]), limit=limit,
+                              max_chars=limit, chars=limit)
+
+    return reply
+
+
+# ---- the application ------------------------------------------------------------------------
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 when the ticket database answers, 503 when it does not."""
+    try:
+        await request.app[TICKETS].ping()
+    except TicketStoreUnavailable as exc:
+        log.warning("health check: %s", exc)
+        return web.json_response({"status": "unavailable", "error": "database"}, status=503)
     return web.json_response({"status": "ok"})
 
 
-def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+def create_app(
+    settings: Settings,
+    *,
+    analyzer: Triager | None = None,
+    searcher: Searcher | None = None,
+    redis_prefix: str | None = None,
+    evidence_max_bytes: int | None = None,
+) -> web.Application:
+    """The whole product as one aiohttp application.
+
+    Args:
+        settings: from `Settings.from_env()`.
+        analyzer: an already loaded triage analyzer (tests); loaded at start-up when None.
+        searcher: an already built knowledge-base searcher (tests); the configured one if None.
+        redis_prefix: the prefix of every Redis key (tests use a unique one per run).
+        evidence_max_bytes: the largest evidence file accepted (default 10 MB).
+    """
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[_OPTIONS] = {"searcher": searcher, "redis_prefix": redis_prefix}
+    if analyzer is not None:
+        app[ANALYZER] = analyzer
+
+    tickets = TicketStore.connect(settings.database_url)
+    evidence = (EvidenceStore(settings.data_dir / "evidence") if evidence_max_bytes is None
+                else EvidenceStore(settings.data_dir / "evidence", max_bytes=evidence_max_bytes))
+    app[TICKETS] = tickets
+    app[EVIDENCE] = evidence
+
+    async def on_message(message: IncomingMessage) -> list[OutgoingMessage]:
+        # Bound late: the dispatcher exists once start-up has loaded the models.
+        return await app[DISPATCHER](message)
+
+    too_long = _too_long_reply()
+    options: dict[str, Any] = {"too_long": too_long} if too_long is not None else {}
+    # A body holds one full-size photo in base64, or several smaller ones, and the text.
+    max_body = evidence.max_bytes * 4 // 3 + 1024 * 1024
+    webchat = WebChat(on_message, tickets.outbox, files=evidence, tickets=tickets,
+                      max_body=max_body, **options)
+    app[WEBCHAT] = webchat
+
+    app.cleanup_ctx.extend([tickets_ctx, knowledge_base_ctx, analyzer_ctx, dispatcher_ctx])
     app.router.add_get("/healthz", healthz)
+    app.add_routes(webchat.routes("/api/webchat"))
+    app.add_routes(webchat.page_routes("/chat"))
+    app.add_routes(kb_routes("/api/kb"))
     return app
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:
+    """Serve the application until interrupted."""
+    configure_logging()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    web.run_app(create_app(settings), host=host, port=port)
+    web.run_app(create_app(settings), host=host, port=port, access_log=log,
+                print=lambda text: log.info("%s", text))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the handoff tables (version table: alembic_version_handoff)."""
