@@ -31,7 +31,7 @@ from bot.session import (
     SessionStore,
 )
 from bot.settings import Settings
-from channels.base import ChannelError
+from channels.base import ChannelAdapter, ChannelError, OnMessage
 from channels.messages import IncomingMessage, OutgoingMessage
 from channels.webchat import CHANNEL as WEBCHAT_CHANNEL
 from channels.webchat import WebChat, WebChatError
@@ -65,6 +65,7 @@ WEBCHAT = web.AppKey("webchat", WebChat)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 ANALYZER = web.AppKey("analyzer", Triager)  # nlp.analyzer.Analyzer
 _OPTIONS = web.AppKey("options", dict)
+CHANNELS = web.AppKey("channels", list)  # the ChannelAdapters mounted besides the web chat
 
 ROUTING_FILE = "routing.yaml"  # in the data directory: the category -> department table
 
@@ -214,11 +215,16 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     desk = SqlTicketDesk(app[TICKETS], _routing(settings))
     engine = Engine(app[ANALYZER], app[KNOWLEDGE_BASE], desk, config=EngineConfig())
     webchat = app[WEBCHAT]
-    app[DISPATCHER] = Dispatcher(engine, sessions, locks, dedup,
-                                 {WEBCHAT_CHANNEL: webchat.output})
+    adapters: list[ChannelAdapter] = app[CHANNELS]
+    outputs = {WEBCHAT_CHANNEL: webchat.output, **{a.name: a.output for a in adapters}}
+    app[DISPATCHER] = Dispatcher(engine, sessions, locks, dedup, outputs)
+    for adapter in adapters:
+        await adapter.start()
     try:
         yield
     finally:
+        for adapter in adapters:
+            await adapter.close()
         await webchat.close()
         if redis is not None:
             await redis.aclose()
@@ -265,6 +271,7 @@ def create_app(
     searcher: Searcher | None = None,
     redis_prefix: str | None = None,
     evidence_max_bytes: int | None = None,
+    channels: Callable[[OnMessage], list[ChannelAdapter]] | None = None,
 ) -> web.Application:
     """The whole product as one aiohttp application.
 
@@ -274,6 +281,8 @@ def create_app(
         searcher: an already built knowledge-base searcher (tests); the configured one if None.
         redis_prefix: the prefix of every Redis key (tests use a unique one per run).
         evidence_max_bytes: the largest evidence file accepted (default 10 MB).
+        channels: builds the extra channel adapters (Telegram, WeChat, webhook, e-mail) from
+            the OnMessage callback; default: those configured in settings.
     """
     app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[error_middleware])
     app[SETTINGS] = settings
@@ -304,7 +313,20 @@ def create_app(
     app.add_routes(webchat.routes("/api/webchat"))
     app.add_routes(webchat.page_routes("/chat"))
     app.add_routes(kb_routes("/api/kb"))
+    adapters = (channels or configured_channels(settings))(on_message)
+    app[CHANNELS] = adapters
+    for adapter in adapters:
+        app.add_routes(adapter.routes())
     return app
+
+
+def configured_channels(settings: Settings) -> Callable[[OnMessage], list[ChannelAdapter]]:
+    """The channel adapters the settings enable (none besides the web chat by default)."""
+
+    def build(on_message: OnMessage) -> list[ChannelAdapter]:
+        return []
+
+    return build
 
 
 def run(settings: Settings, *, host: str, port: int) -> None:

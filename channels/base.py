@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from aiohttp import web
+
 from channels.messages import IncomingMessage, OutgoingMessage
 
 # Handed to each input channel by the wiring (bot/app.py). It records and handles the message
@@ -26,3 +28,29 @@ class OutputChannel(Protocol):
 
 class ChannelError(Exception):
     """A channel could not accept or deliver a message."""
+
+
+class ChannelAdapter(Protocol):
+    """A channel the app mounts: its inbound routes, its output, its background work.
+
+    Built by the wiring with the OnMessage callback; the adapter never sees the engine.
+    """
+
+    name: str
+
+    @property
+    def output(self) -> OutputChannel:
+        """Where replies to this channel's conversations go."""
+        ...
+
+    def routes(self) -> list[web.RouteDef]:
+        """Inbound HTTP routes (webhooks); may be empty for polling channels."""
+        ...
+
+    async def start(self) -> None:
+        """Start background work (polling, retries); called once the dispatcher exists."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and close clients."""
+        ...
