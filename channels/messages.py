@@ -28,7 +28,7 @@ class ConversationRef:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A file the customer sent (evidence) or the bot sends, stored by SHA-256 under the data dir."""
+    """A file the customer sent (evidence) or the bot sends, stored by SHA-256."""
 
     filename: str
     content_type: str
