@@ -17,7 +17,7 @@ from tests.knowledge_base.conftest import content
     ("怎么开发票", "invoice-request"),
     ("收到的东西摔坏了", "damaged-item"),
     ("转人工", "contact-human"),
-    ("买完就降价了能补差价吗", "price-protection"),
+    ("价保一般保几天", "price-protection"),
 ])
 def test_chinese_questions(lexical_searcher: Searcher, text: str, expected: str) -> None:
     result = lexical_searcher.search(text)

@@ -1,0 +1,176 @@
+"""How texts become search terms: the same steps for customers' questions and for entries.
+
+normalise (nlp.normalize: OpenCC Traditional->Simplified, NFKC, lower case) -> drop placeholders,
+links and long numbers -> map colloquial variants to one canonical form (synonyms.yaml) -> jieba
+words without filler words, plus character bigrams of the Han runs (robust to unknown words and
+segmentation differences between a question and a paraphrase).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nlp.normalize import normalize
+
+SYNONYMS_FILE = Path(__file__).with_name("synonyms.yaml")
+
+# Masked PII and chat-widget placeholders ("[数字x]", "[订单x]"), links, order and phone numbers,
+# and the labels of the order card that chat widgets attach to a question ("订单编号: …").
+_NOISE = re.compile(
+    r"\[[^\[\]]{1,16}\]|https?://\S+|www\.\S+|\d{5,}|[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}"
+    r"|(?:咨询)?(?:订单编号|订单号|订单金额|下单时间|商品名称)\s*[:：]"
+)
+_HAN_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
+_WORD = re.compile(r"[a-z][a-z0-9']*|\d+|[\u3400-\u4dbf\u4e00-\u9fff]+")
+
+STOPWORDS_FILE = Path(__file__).with_name("stopwords.txt")
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    """Words that carry no topic (stopwords.txt); kept from the lexical terms."""
+    words: set[str] = set()
+    for line in STOPWORDS_FILE.read_text(encoding="utf-8").splitlines():
+        words.update(line.split("#", 1)[0].split())
+    return frozenset(words)
+
+
+# What kind of answer a question wants, from its question words: two texts about the same topic
+# can still ask different things ("退款多久到账" vs "退款退到哪里").
+_QUESTION_TYPES = {
+    "time": re.compile(r"多久|什么时候|几天|几号|多长|时效|何时|when|how long"),
+    "place": re.compile(r"哪里|哪儿|到哪|在哪|去哪|哪个|哪家|where|which"),
+    "cost": re.compile(
+        r"多少钱|收费|费用|运费|要钱|付钱|谁出|谁承担|免费|cost|fee|how much|pay for"),
+    "how": re.compile(r"怎么|如何|怎样|流程|步骤|操作|how do|how can|how to"),
+    "why": re.compile(r"为什么|为啥|怎么回事|原因|why"),
+    "can": re.compile(r"能不能|可不可以|可以|能否|能吗|支持|行吗|can i|is it possible"),
+    "status": re.compile(r"进度|状态|到哪一步|结果|怎么样了|status|progress"),
+}
+
+
+def question_types(canonical: str) -> frozenset[str]:
+    """The kinds of answer a (canonical) question asks for: time, place, cost, how, why…"""
+    return frozenset(name for name, pattern in _QUESTION_TYPES.items()
+                     if pattern.search(canonical))
+
+
+@dataclass(frozen=True, slots=True)
+class Analysed:
+    """A text ready for the index: its canonical form and its lexical terms."""
+
+    canonical: str
+    terms: tuple[str, ...]
+    types: frozenset[str] = frozenset()
+
+    @property
+    def content_terms(self) -> frozenset[str]:
+        return frozenset(self.terms)
+
+
+class Synonyms:
+    """Maps every listed variant to its canonical form, longest variant first."""
+
+    def __init__(self, groups: Mapping[str, list[str]]) -> None:
+        mapping: dict[str, str] = {}
+        for canonical, variants in groups.items():
+            canonical = normalize(str(canonical))
+            mapping.setdefault(canonical, canonical)
+            for variant in variants:
+                mapping[normalize(str(variant))] = canonical
+        self._mapping = mapping
+        self.canonical_forms = frozenset(mapping.values())
+        keys = sorted(mapping, key=len, reverse=True)
+        self._pattern = re.compile("|".join(re.escape(k) for k in keys)) if keys else None
+
+    @classmethod
+    def from_file(cls, path: Path = SYNONYMS_FILE) -> Synonyms:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of canonical form -> variants")
+        return cls(data)
+
+    @classmethod
+    def empty(cls) -> Synonyms:
+        return cls({})
+
+    def apply(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: self._mapping[m.group(0)], text)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(words: frozenset[str]) -> Any:
+    """A jieba tokenizer of our own (the global one is shared with nlp) that keeps `words`."""
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tokenizer = jieba.Tokenizer()
+    tokenizer.initialize()
+    for word in sorted(words):
+        # Only words jieba does not know; forcing known ones changes how their neighbours split.
+        if _HAN_RUN.fullmatch(word) and not tokenizer.FREQ.get(word):
+            tokenizer.add_word(word)
+    return tokenizer
+
+
+def _words(text: str, tokenizer: Any) -> list[str]:
+    """jieba words of each Han run, Latin words and numbers; " " where the text had a break."""
+    words: list[str] = []
+    for chunk in _WORD.findall(text):
+        if _HAN_RUN.fullmatch(chunk):
+            words.extend(tokenizer.lcut(chunk))
+        else:
+            words.append(chunk)
+        words.append(" ")
+    return words
+
+
+class Analyzer:
+    """Turns a text into lexical terms: jieba words ("w:") and Han character bigrams ("b:")."""
+
+    def __init__(self, synonyms: Synonyms | None = None, *, bigrams: bool = True) -> None:
+        self._synonyms = synonyms if synonyms is not None else Synonyms.from_file()
+        self._bigrams = bigrams
+        self._stopwords = stopwords()
+        # Canonical forms stay whole words ("到账" must not split into 到 + 账).
+        self._tokenizer = _tokenizer(self._synonyms.canonical_forms)
+
+    def canonical(self, text: str) -> str:
+        """The normalised text with noise removed and variants replaced by canonical forms."""
+        text = _NOISE.sub(" ", normalize(text))
+        return self._synonyms.apply(text)
+
+    def analyse(self, text: str) -> Analysed:
+        canonical = self.canonical(text)
+        terms: list[str] = []
+        kept_chars: list[str] = []
+        for word in _words(canonical, self._tokenizer):
+            if word in self._stopwords or (not _HAN_RUN.match(word) and not word.isalnum()):
+                kept_chars.append(" ")
+                continue
+            terms.append("w:" + _stem(word))
+            kept_chars.append(word)
+        if self._bigrams:
+            # Bigrams across the words that survived, so a filler word splits a run.
+            for run in _HAN_RUN.findall("".join(kept_chars)):
+                terms.extend("b:" + run[i : i + 2] for i in range(len(run) - 1))
+        return Analysed(canonical=canonical, terms=tuple(terms),
+                        types=question_types(canonical))
+
+
+def _stem(word: str) -> str:
+    # A crude English plural fold; enough for FAQ questions, no dependency.
+    if len(word) > 4 and word.isascii() and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word

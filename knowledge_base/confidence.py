@@ -1,0 +1,144 @@
+"""Reranking and confidence: the probability that a candidate entry answers the question.
+
+For each candidate of the first-stage ranking (BM25 + dense, fused), features say how much of
+the question the entry covers and how much of the entry's question the customer's words cover,
+how strong its BM25 and dense scores are next to the other candidates', and how much of the
+question the knowledge base knows at all. A logistic regression turns them into a probability;
+candidates are reordered by it and the top one's probability is the answer's confidence.
+
+It is fitted on data the project makes itself (evaluation.calibration_samples): the seed FAQ's
+paraphrases asked with their own paraphrases held out, asked against the bare questions (as an
+imported FAQ without paraphrases), and out-of-scope questions nothing answers. Never on the
+public evaluation files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the model sees of one (question, candidate entry) pair."""
+
+    question_bm25: float  # best question-text BM25 / summed IDF of the query terms
+    answer_bm25: float  # answer BM25 / summed IDF of the query terms
+    coverage_question: float  # IDF share of query terms found in the entry's questions
+    coverage_answer: float  # IDF share of query terms found in its answer
+    reverse_coverage: float  # best IDF share of one question text's terms found in the query
+    relative_lexical: float  # fused lexical score / the best candidate's
+    lexical_rank: float  # 1 / (1 + rank by lexical score)
+    dense: float  # cosine (0 when dense is off for this query)
+    relative_dense: float  # cosine - best candidate's cosine (0 when off)
+    dense_on: float
+    known: float  # IDF share of query terms the knowledge base has at all
+    length: float  # log(1 + number of query terms)
+    same_type: float  # the question and the entry ask the same kind of thing (time, place…)
+    other_type: float  # both ask a known kind, and the kinds differ
+
+    def vector(self) -> list[float]:
+        return [float(getattr(self, f.name)) for f in fields(self)]
+
+    @staticmethod
+    def names() -> list[str]:
+        return [f.name for f in fields(Features)]
+
+
+@dataclass(frozen=True, slots=True)
+class Calibrator:
+    """Logistic regression over Features: p = sigmoid(w . x + b), and the answer threshold."""
+
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float = DEFAULT_THRESHOLD
+
+    def probability(self, features: Features) -> float:
+        z = self.bias + sum(w * x for w, x in zip(self.weights, features.vector(), strict=True))
+        z = max(min(z, 40.0), -40.0)
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def with_threshold(self, threshold: float) -> Calibrator:
+        return Calibrator(self.weights, self.bias, threshold)
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_FILE) -> Calibrator:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("features") != Features.names():
+            raise ValueError(f"{path}: fitted for other features; run `intakebot kb calibrate`")
+        return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
+                   float(data.get("threshold", DEFAULT_THRESHOLD)))
+
+    def save(self, path: Path, report: dict[str, object] | None = None) -> None:
+        data = {"features": Features.names(), **asdict(self), "report": report or {}}
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def uninformed(cls) -> Calibrator:
+        """A rough prior for when no calibration file exists: coverage decides."""
+        names = Features.names()
+        weights = [0.0] * len(names)
+        weights[names.index("coverage_question")] = 3.0
+        weights[names.index("reverse_coverage")] = 3.0
+        weights[names.index("relative_lexical")] = 2.0
+        return cls(tuple(weights), -5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One asked question: its candidates' features and which candidate (if any) is right."""
+
+    candidates: tuple[Features, ...]
+    right: int | None
+
+
+def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float = 1.0
+        ) -> tuple[Calibrator, dict[str, object]]:
+    """Fit the pair model and pick the lowest threshold whose answers reach `precision_target`.
+
+    Precision is that of the answers given: among the questions whose reranked top candidate
+    scores at or above the threshold, the share where that candidate is right.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray([f.vector() for s in samples for f in s.candidates], dtype=np.float64)
+    y = np.asarray([1 if s.right == i else 0 for s in samples for i in range(len(s.candidates))])
+    model = LogisticRegression(C=c, max_iter=5000)
+    model.fit(x, y)
+    calibrator = Calibrator(tuple(float(w) for w in model.coef_[0]), float(model.intercept_[0]))
+    tops: list[tuple[float, bool]] = []
+    for s in samples:
+        if not s.candidates:
+            continue
+        probs = [calibrator.probability(f) for f in s.candidates]
+        best = max(range(len(probs)), key=probs.__getitem__)
+        tops.append((probs[best], s.right == best))
+    p = np.asarray([t[0] for t in tops])
+    ok = np.asarray([t[1] for t in tops])
+    threshold = 0.5
+    for candidate in np.arange(0.05, 0.99, 0.01):
+        chosen = p >= candidate
+        if chosen.sum() >= 10 and ok[chosen].mean() >= precision_target:
+            threshold = float(round(candidate, 2))
+            break
+    chosen = p >= threshold
+    answerable = np.asarray([s.right is not None for s in samples if s.candidates])
+    report: dict[str, object] = {
+        "questions": len(tops),
+        "pairs": len(y),
+        "top1_right": round(float(ok.mean()), 3),
+        "answerable_top1_right": round(float(ok[answerable].mean()), 3),
+        "threshold_precision": round(float(ok[chosen].mean()) if chosen.sum() else 0.0, 3),
+        "threshold_answered": round(float((chosen & ok)[answerable].mean()), 3),
+        "out_of_scope_declined": round(float((~chosen)[~answerable].mean()), 3)
+        if (~answerable).any() else None,
+        "precision_target": precision_target,
+    }
+    return calibrator.with_threshold(threshold), report

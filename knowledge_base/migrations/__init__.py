@@ -1,0 +1,1 @@
+"""Alembic migrations of the knowledge base's tables (version table alembic_version_kb)."""
