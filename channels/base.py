@@ -30,6 +30,14 @@ class ChannelError(Exception):
     """A channel could not accept or deliver a message."""
 
 
+class Rejected(Exception):
+    """An inbound request a channel refuses, with the HTTP status it answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ChannelAdapter(Protocol):
     """A channel the app mounts: its inbound routes, its output, its background work.
 

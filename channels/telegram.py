@@ -59,7 +59,7 @@ from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from channels.base import ChannelError, OnMessage
+from channels.base import ChannelError, OnMessage, Rejected
 from channels.messages import (
     Attachment,
     ConversationRef,
@@ -96,12 +96,6 @@ class TelegramDeliveryError(TelegramChannelError):
     """A message could not be sent, after the retries."""
 
 
-class _Rejected(Exception):
-    """An inbound request the webhook refuses, with the HTTP status it answers."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -299,7 +293,7 @@ def _parse_update(data: dict[str, Any], bot: Bot) -> Update:
         return Update.de_json(data, bot)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # PTB's parser trusts the Bot API's shapes; anything else is not an update.
-        raise _Rejected(400, f"the body is not a Telegram update: {exc!r}") from exc
+        raise Rejected(400, f"the body is not a Telegram update: {exc!r}") from exc
 
 
 # ---- the channel ---------------------------------------------------------------------------
@@ -406,7 +400,7 @@ class TelegramChannel:
         try:
             self._authenticate(request)
             update = _parse_update(await self._read_json(request), self._bot)
-        except _Rejected as exc:
+        except Rejected as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
         await self.handle(update)
         return web.json_response({"ok": True})
@@ -414,29 +408,29 @@ class TelegramChannel:
     def _authenticate(self, request: web.Request) -> None:
         given = request.headers.get(SECRET_HEADER)
         if given is None:
-            raise _Rejected(401, f"missing {SECRET_HEADER}")
+            raise Rejected(401, f"missing {SECRET_HEADER}")
         expected = self.config.webhook_secret or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise _Rejected(403, f"wrong {SECRET_HEADER}")
+            raise Rejected(403, f"wrong {SECRET_HEADER}")
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
         too_big = f"the update is larger than {self.max_body:,} bytes"
         if request.content_length is not None and request.content_length > self.max_body:
-            raise _Rejected(413, too_big)
+            raise Rejected(413, too_big)
         chunks: list[bytes] = []
         size = 0
         while chunk := await request.content.read(64 * 1024):
             size += len(chunk)
             if size > self.max_body:
-                raise _Rejected(413, too_big)
+                raise Rejected(413, too_big)
             chunks.append(chunk)
         try:
             data = json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _Rejected(400, f"the body is not valid JSON: {exc}") from exc
+            raise Rejected(400, f"the body is not valid JSON: {exc}") from exc
         update_id = data.get("update_id") if isinstance(data, dict) else None
         if isinstance(update_id, bool) or not isinstance(update_id, int):
-            raise _Rejected(400, "the body is not a Telegram update (no integer update_id)")
+            raise Rejected(400, "the body is not a Telegram update (no integer update_id)")
         return data  # type: ignore[no-any-return]
 
     # ---- polling -------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from channels.base import ChannelError, OnMessage
+from channels.base import ChannelError, OnMessage, Rejected
 from channels.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.ratelimit import RetryPolicy, retrying
 from channels.webchat import FileStore
@@ -72,10 +72,6 @@ class DeliveryQueueFull(WebhookError):
     """Too many replies are waiting for the callback URL; this one was not queued."""
 
 
-class _Rejected(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Transient(Exception):
@@ -137,23 +133,23 @@ def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[s
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes,
            now: float | None = None) -> None:
-    """Check a request's signature and age; `_Rejected` (401) when it is not good."""
+    """Check a request's signature and age; `Rejected` (401) when it is not good."""
     timestamp = headers.get(TIMESTAMP_HEADER, "")
     given = headers.get(SIGNATURE_HEADER, "")
     if not timestamp or not given:
-        raise _Rejected(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}")
+        raise Rejected(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER}")
     match = _SIGNATURE.fullmatch(given)
     if not _TIMESTAMP.fullmatch(timestamp) or match is None:
-        raise _Rejected(401, f"{SIGNATURE_HEADER} must be sha256=<hex> and {TIMESTAMP_HEADER} "
+        raise Rejected(401, f"{SIGNATURE_HEADER} must be sha256=<hex> and {TIMESTAMP_HEADER} "
                              "unix seconds")
     expected = signature(secret, timestamp, body)
     if not hmac.compare_digest(("sha256=" + match[1].lower()).encode(), expected.encode()):
-        raise _Rejected(401, "the signature does not match")
+        raise Rejected(401, "the signature does not match")
     age = (time.time() if now is None else now) - int(timestamp)
     if age > MAX_AGE:
-        raise _Rejected(401, f"the request is older than {MAX_AGE} seconds")
+        raise Rejected(401, f"the request is older than {MAX_AGE} seconds")
     if age < -MAX_SKEW:
-        raise _Rejected(401, "the timestamp is in the future")
+        raise Rejected(401, "the timestamp is in the future")
 
 
 # ---- dead letters --------------------------------------------------------------------------
@@ -321,7 +317,7 @@ class WebhookChannel:
             body = await self._read(request)
             verify(self.config.secret, request.headers, body)
             message = await self._parse(body)
-        except _Rejected as exc:
+        except Rejected as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
         await self._on_message(message)
         return web.json_response({"ok": True})
@@ -330,20 +326,20 @@ class WebhookChannel:
         """The deliveries that failed for good, latest last; signed like a message."""
         try:
             verify(self.config.secret, request.headers, await self._read(request))
-        except _Rejected as exc:
+        except Rejected as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
         return web.json_response({"dead_letters": await self.dead_letters.list()})
 
     async def _read(self, request: web.Request) -> bytes:
         too_big = f"the request body is larger than {self.max_body:,} bytes"
         if request.content_length is not None and request.content_length > self.max_body:
-            raise _Rejected(413, too_big)
+            raise Rejected(413, too_big)
         chunks: list[bytes] = []
         size = 0
         while chunk := await request.content.read(64 * 1024):
             size += len(chunk)
             if size > self.max_body:
-                raise _Rejected(413, too_big)
+                raise Rejected(413, too_big)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -351,27 +347,27 @@ class WebhookChannel:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _Rejected(400, f"the body is not valid JSON: {exc}") from exc
+            raise Rejected(400, f"the body is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise _Rejected(400, 'the body must be a JSON object like {"conversation_id", '
+            raise Rejected(400, 'the body must be a JSON object like {"conversation_id", '
                                  '"message_id", "text"}')
         ids = {}
         for key in ("conversation_id", "message_id"):
             value = data.get(key)
             if not isinstance(value, str) or not _ID.fullmatch(value):
-                raise _Rejected(400, f'"{key}" must be 1-128 printable ASCII characters '
+                raise Rejected(400, f'"{key}" must be 1-128 printable ASCII characters '
                                      "without spaces")
             ids[key] = value
         text = data.get("text", "")
         if text is None:
             text = ""
         if not isinstance(text, str):
-            raise _Rejected(400, '"text" must be a string')
+            raise Rejected(400, '"text" must be a string')
         if len(text) > MAX_TEXT_CHARS:
-            raise _Rejected(400, f'"text" is longer than {MAX_TEXT_CHARS:,} characters')
+            raise Rejected(400, f'"text" is longer than {MAX_TEXT_CHARS:,} characters')
         attachments = await self._attachments(data.get("attachments"))
         if not text.strip() and not attachments:
-            raise _Rejected(400, 'the message is empty: send some "text" or an attachment')
+            raise Rejected(400, 'the message is empty: send some "text" or an attachment')
         return IncomingMessage(conversation=ConversationRef(CHANNEL, ids["conversation_id"]),
                                text=text, message_id=ids["message_id"],
                                attachments=attachments)
@@ -380,31 +376,31 @@ class WebhookChannel:
         if raw is None:
             return ()
         if not isinstance(raw, list) or len(raw) > MAX_ATTACHMENTS:
-            raise _Rejected(400, f'"attachments" must be a list of at most {MAX_ATTACHMENTS}')
+            raise Rejected(400, f'"attachments" must be a list of at most {MAX_ATTACHMENTS}')
         decoded = []
         for number, item in enumerate(raw, start=1):
             where = f"attachment {number}"
             if not isinstance(item, dict) or not isinstance(item.get("data"), str):
-                raise _Rejected(400, f'{where}: expected {{"filename", "content_type", "data"}}'
+                raise Rejected(400, f'{where}: expected {{"filename", "content_type", "data"}}'
                                      " with data in base64")
             filename = item.get("filename") or "attachment"
             content_type = item.get("content_type")
             if not isinstance(filename, str) or not (
                     content_type is None or isinstance(content_type, str)):
-                raise _Rejected(400, f"{where}: filename and content_type must be strings")
+                raise Rejected(400, f"{where}: filename and content_type must be strings")
             try:
                 data = base64.b64decode(item["data"], validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise _Rejected(400, f"{where}: data is not valid base64") from exc
+                raise Rejected(400, f"{where}: data is not valid base64") from exc
             if not data:
-                raise _Rejected(400, f"{where} is empty")
+                raise Rejected(400, f"{where} is empty")
             decoded.append((filename, content_type, data))
         stored = []
         for filename, content_type, data in decoded:
             try:
                 ref = await self._files.put(filename, content_type, data)
             except EvidenceTooLarge as exc:
-                raise _Rejected(413, str(exc)) from exc
+                raise Rejected(413, str(exc)) from exc
             except EvidenceError as exc:
                 raise WebhookError(f"cannot store the attachment: {exc}") from exc
             stored.append(Attachment(filename=ref.filename, content_type=ref.content_type,

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 from sentence_transformers import SentenceTransformer
 from sklearn.model_selection import train_test_split
@@ -40,15 +38,6 @@ class Trained:
     test_texts: list[str]
     test_scores: list[Scores]
     progress: list[tuple[str, int, int]]
-
-
-@pytest.fixture(scope="module")
-def offline() -> Iterator[None]:
-    """Any Hub request fails: huggingface_hub read HF_HUB_OFFLINE at import, so set both."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        yield
 
 
 @pytest.fixture(scope="module")

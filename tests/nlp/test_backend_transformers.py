@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
@@ -33,15 +31,6 @@ class Trained:
     labels: set[str]
     texts: list[str]
     progress: list[tuple[str, int, int]]
-
-
-@pytest.fixture(scope="module")
-def offline() -> Iterator[None]:
-    """Any Hub request fails: huggingface_hub read HF_HUB_OFFLINE at import, so set both."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        yield
 
 
 def _sample() -> list[corpus.Example]:
