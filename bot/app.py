@@ -13,6 +13,7 @@ responses with a clear message and never lets bad input become a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,10 +32,13 @@ from bot.session import (
     SessionStore,
 )
 from bot.settings import Settings
-from channels.base import ChannelAdapter, ChannelError, OnMessage
-from channels.messages import IncomingMessage, OutgoingMessage
+from channels.base import ChannelAdapter, ChannelError, OnMessage, OutputChannel
+from channels.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.webchat import CHANNEL as WEBCHAT_CHANNEL
 from channels.webchat import WebChat, WebChatError
+from handoff.api import CANNED, CASEWORK, EVENTS, FILES, USERS
+from handoff.api import page_routes as console_page_routes
+from handoff.api import routes as console_routes
 from handoff.desk import SqlTicketDesk
 from handoff.errors import (
     EvidenceNotFound,
@@ -45,8 +49,13 @@ from handoff.errors import (
     TicketStoreUnavailable,
 )
 from handoff.evidence import EvidenceStore
+from handoff.live import Events, InProcessEvents, RedisEvents
 from handoff.routing import Routing
+from handoff.sla import Clock, SlaPolicy, system_clock
 from handoff.tickets import TicketStore
+from handoff.users import UserStore
+from handoff.wording import WordingGuard
+from handoff.workflow import Casework
 from knowledge_base.api import KNOWLEDGE_BASE
 from knowledge_base.api import routes as kb_routes
 from knowledge_base.errors import KnowledgeBaseError, StoreUnavailable
@@ -68,6 +77,8 @@ _OPTIONS = web.AppKey("options", dict)
 CHANNELS = web.AppKey("channels", list)  # the ChannelAdapters mounted besides the web chat
 
 ROUTING_FILE = "routing.yaml"  # in the data directory: the category -> department table
+# The pub/sub channel of live console events, under the Redis key prefix (a channel, no TTL).
+WORDING_FILE = "wording.yaml"  # in the data directory: the banned promises, one per list item
 
 
 # ---- errors ---------------------------------------------------------------------------------
@@ -212,11 +223,12 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
 
         sessions, locks, dedup = (InMemorySessionStore(), InMemoryLockStore(),
                                   InMemoryDeduplicator())
-    desk = SqlTicketDesk(app[TICKETS], _routing(settings))
+    desk = SqlTicketDesk(app[TICKETS], _routing(settings), events=app[EVENTS])
     engine = Engine(app[ANALYZER], app[KNOWLEDGE_BASE], desk, config=EngineConfig())
     webchat = app[WEBCHAT]
     adapters: list[ChannelAdapter] = app[CHANNELS]
-    outputs = {WEBCHAT_CHANNEL: webchat.output, **{a.name: a.output for a in adapters}}
+    outputs = {name: GuardedOutput(output, app[CASEWORK]) for name, output in
+               {WEBCHAT_CHANNEL: webchat.output, **{a.name: a.output for a in adapters}}.items()}
     app[DISPATCHER] = Dispatcher(engine, sessions, locks, dedup, outputs)
     for adapter in adapters:
         await adapter.start()
@@ -228,6 +240,87 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await webchat.close()
         if redis is not None:
             await redis.aclose()
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start listening to console events on Redis when several processes share them."""
+    events = app[EVENTS]
+    if not isinstance(events, RedisEvents):
+        yield
+        return
+    await events.start()
+    try:
+        yield
+    finally:
+        await events.close()
+        await events.redis.aclose()
+
+
+async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Check open tickets for SLA breaches periodically (due times live in the database)."""
+    casework = app[CASEWORK]
+    interval = app[SETTINGS].sla_check_seconds
+
+    async def loop() -> None:
+        while True:
+            try:
+                await casework.check_sla()
+            except TicketStoreUnavailable as exc:
+                log.error("SLA check failed, retrying in %.0f s: %s", interval, exc)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name="sla-check")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class GuardedOutput:
+    """An output channel whose bot messages pass the wording guard (agents' were checked)."""
+
+    def __init__(self, output: OutputChannel, casework: Casework) -> None:
+        self._output = output
+        self._casework = casework
+        self.name = output.name
+
+    async def send(self, message: OutgoingMessage) -> None:
+        if message.author is not Author.AGENT:
+            conversation = message.conversation
+            await self._casework.check_bot_message(conversation.channel, conversation.chat_id,
+                                                   message.text)
+        await self._output.send(message)
+
+
+class KnowledgeBaseReplies:
+    """`handoff.api.CannedReplies` from the published FAQ answers (no gap is recorded)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    async def suggest(self, text: str, *, limit: int = 5) -> list[dict[str, str]]:
+        result = await self._app[KNOWLEDGE_BASE].search(text, top_k=limit, record_gap=False)
+        return [{"question": hit.question, "answer": hit.answer} for hit in result.hits]
+
+
+class DispatcherRelay:
+    """`handoff.workflow.Relay` on the dispatcher: staff messages take the customers' path."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    async def agent_message(self, channel: str, chat_id: str, text: str, *,
+                            message_id: str) -> None:
+        await self._send(channel, chat_id, text, message_id, Author.AGENT)
+
+    async def command(self, channel: str, chat_id: str, command: str, *,
+                      message_id: str) -> None:
+        await self._send(channel, chat_id, command, message_id, Author.SYSTEM)
+
+    async def _send(self, channel: str, chat_id: str, text: str, message_id: str,
+                    author: Author) -> None:
+        await self._app[DISPATCHER](IncomingMessage(
+            ConversationRef(channel, chat_id), text, message_id, author=author))
 
 
 def _routing(settings: Settings) -> Routing:
@@ -272,6 +365,7 @@ def create_app(
     redis_prefix: str | None = None,
     evidence_max_bytes: int | None = None,
     channels: Callable[[OnMessage], list[ChannelAdapter]] | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
     """The whole product as one aiohttp application.
 
@@ -283,6 +377,7 @@ def create_app(
         evidence_max_bytes: the largest evidence file accepted (default 10 MB).
         channels: builds the extra channel adapters (Telegram, WeChat, webhook, e-mail) from
             the OnMessage callback; default: those configured in settings.
+        clock: the time SLA and casework use (tests pass a `handoff.sla.ManualClock`).
     """
     app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[error_middleware])
     app[SETTINGS] = settings
@@ -308,23 +403,61 @@ def create_app(
                       max_body=max_body, **options)
     app[WEBCHAT] = webchat
 
-    app.cleanup_ctx.extend([tickets_ctx, knowledge_base_ctx, analyzer_ctx, dispatcher_ctx])
+    events: Events = InProcessEvents()
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        # Several server processes: every console hears every event through Redis pub/sub.
+        keys = Keys(redis_prefix) if redis_prefix else Keys()
+        events = RedisEvents(Redis.from_url(settings.redis_url), keys.console_events)
+    app[EVENTS] = events
+    app[USERS] = UserStore(tickets.engine)
+    app[FILES] = evidence
+    app[CANNED] = KnowledgeBaseReplies(app)
+    app[CASEWORK] = Casework(
+        tickets, DispatcherRelay(app), events,
+        guard=WordingGuard.load(settings.data_dir / WORDING_FILE),
+        sla=SlaPolicy(resolution_hours=settings.resolution_hours),
+        approval_threshold=settings.approval_threshold,
+        first_response_hours=settings.first_response_hours, routing=_routing(settings),
+        clock=clock or system_clock)
+
+    app.cleanup_ctx.extend([tickets_ctx, events_ctx, knowledge_base_ctx, analyzer_ctx,
+                            dispatcher_ctx, sla_ctx])
     app.router.add_get("/healthz", healthz)
     app.add_routes(webchat.routes("/api/webchat"))
     app.add_routes(webchat.page_routes("/chat"))
     app.add_routes(kb_routes("/api/kb"))
-    adapters = (channels or configured_channels(settings))(on_message)
+    app.add_routes(console_routes("/api"))
+    app.add_routes(console_page_routes("/console"))
+    adapters = (channels or configured_channels(settings, evidence))(on_message)
     app[CHANNELS] = adapters
     for adapter in adapters:
         app.add_routes(adapter.routes())
     return app
 
 
-def configured_channels(settings: Settings) -> Callable[[OnMessage], list[ChannelAdapter]]:
-    """The channel adapters the settings enable (none besides the web chat by default)."""
+def configured_channels(settings: Settings, evidence: EvidenceStore
+                        ) -> Callable[[OnMessage], list[ChannelAdapter]]:
+    """The channel adapters the settings enable; only the web chat runs by default."""
+    from channels.mail import FileThreadStore, Mail
+    from channels.telegram import TelegramChannel
+    from channels.webhook import WebhookChannel
+    from channels.wechat import WeChat
 
     def build(on_message: OnMessage) -> list[ChannelAdapter]:
-        return []
+        adapters: list[ChannelAdapter] = []
+        if settings.telegram is not None:
+            adapters.append(TelegramChannel(settings.telegram, on_message, files=evidence))
+        if settings.webhook is not None:
+            adapters.append(WebhookChannel(settings.webhook, on_message, files=evidence,
+                                           data_dir=settings.data_dir))
+        if settings.wechat is not None:
+            adapters.append(WeChat(settings.wechat, on_message, files=evidence))
+        if settings.mail is not None:
+            adapters.append(Mail(settings.mail, on_message, files=evidence,
+                                 threads=FileThreadStore(settings.data_dir / "mail")))
+        return adapters
 
     return build
 

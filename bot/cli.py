@@ -15,6 +15,43 @@ app = typer.Typer(
 )
 app.add_typer(nlp_app, name="nlp")
 app.add_typer(kb_app, name="kb")
+users_app = typer.Typer(help="Staff users of the agent console.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="The login name."),
+    role: str = typer.Option(..., help="agent, supervisor, kb_editor or admin."),
+    password: str | None = typer.Option(
+        None, help="The password (at least 8 characters); prompted for when not given."),
+    department: str | None = typer.Option(None, help="The agent's department (queue)."),
+) -> None:
+    """Add a staff user; the password is stored as an argon2 hash."""
+    import asyncio
+
+    from bot.settings import Settings
+    from handoff.errors import HandoffError
+    from handoff.tickets import TicketStore
+    from handoff.users import UserStore
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    async def add() -> str:
+        store = await TicketStore.open(Settings.from_env().database_url)
+        try:
+            user = await UserStore(store.engine).add(name, password, role,
+                                                     department=department)
+        finally:
+            await store.close()
+        return f"added {user.role.value} {user.username}"
+
+    try:
+        typer.echo(asyncio.run(add()))
+    except HandoffError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

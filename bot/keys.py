@@ -37,3 +37,8 @@ class Keys:
     def dedup(self, message: str) -> str:
         """The record of a handled message (conversation key + the channel's message id)."""
         return f"{self.prefix}dedup:{message}"
+
+    @property
+    def console_events(self) -> str:
+        """The pub/sub channel every agent console of every process listens on."""
+        return f"{self.prefix}console:events"

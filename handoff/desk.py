@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from handoff.intake import Receipt, TicketDesk, TicketDraft, TranscriptLine
+from handoff.live import Events
 from handoff.routing import Routing
 from handoff.tickets import Ticket, TicketStore
 
@@ -33,15 +34,17 @@ class SqlTicketDesk(TicketDesk):
         routing: the category -> department table.
         clock: the current time (tests pass a fixed one).
         receiver: who is recorded as having received the complaint.
+        events: where the agent consoles hear of new tickets and customer lines.
     """
 
     def __init__(self, store: TicketStore, routing: Routing | None = None,
                  clock: Callable[[], datetime] = _now, *,
-                 receiver: str = DEFAULT_RECEIVER) -> None:
+                 receiver: str = DEFAULT_RECEIVER, events: Events | None = None) -> None:
         self.store = store
         self.routing = routing or Routing()
         self.clock = clock
         self.receiver = receiver
+        self.events = events
 
     async def register(self, draft: TicketDraft) -> Receipt:
         """Create the conversation's ticket, or update its open one; the receipt either way.
@@ -58,8 +61,16 @@ class SqlTicketDesk(TicketDesk):
                  ticket.number, "registered" if registration.created else "updated",
                  ticket.category or "-", ticket.subcategory or "-", ticket.priority,
                  ticket.sla_due.isoformat(timespec="minutes"), ticket.department)
+        await self._publish(ticket.id, "registered" if registration.created else "updated")
         return receipt(ticket)
 
     async def append(self, channel: str, chat_id: str, line: TranscriptLine) -> None:
         """Add a line to the transcript of the conversation's open ticket, if there is one."""
-        await self.store.append(channel, chat_id, line)
+        if await self.store.append(channel, chat_id, line) and self.events is not None:
+            ticket_id = await self.store.open_ticket_id(channel, chat_id)
+            if ticket_id is not None:
+                await self._publish(ticket_id, "transcript")
+
+    async def _publish(self, ticket_id: str, what: str) -> None:
+        if self.events is not None:
+            await self.events.publish({"type": "ticket", "event": what, "ticket_id": ticket_id})

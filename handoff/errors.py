@@ -41,3 +41,29 @@ class EvidenceTooLarge(EvidenceError):
 
 class EvidenceNotFound(EvidenceError):
     """No stored evidence file has the SHA-256 asked for."""
+
+
+class InvalidTransition(HandoffError):
+    """A ticket cannot move that way from where it is (already claimed, not yet resolved, …)."""
+
+
+class Forbidden(HandoffError):
+    """The staff member's role or assignment does not allow this."""
+
+
+class Unauthenticated(HandoffError):
+    """No valid credentials: an unknown user, a wrong password, an expired or unknown token."""
+
+
+class UserExists(HandoffError):
+    """A staff user with that name exists already."""
+
+
+class WordingViolation(HandoffError):
+    """A message contains banned promises; the sender must rephrase or confirm."""
+
+    def __init__(self, phrases: tuple[str, ...]) -> None:
+        self.phrases = phrases
+        super().__init__("the message promises what the SOP does not allow: "
+                         + "、".join(phrases)
+                         + "; rephrase it, or send it again with confirm=true")

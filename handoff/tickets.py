@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Integer,
@@ -73,18 +74,21 @@ _PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
 class TicketStatus(str, Enum):
-    """Where a ticket is in its life cycle.
+    """Where a ticket is in its life cycle (the transitions live in `handoff.workflow`).
 
-    Only NEW exists yet; the handoff issue adds the rest of the state machine (assigned,
-    investigating, awaiting approval, resolved, closed, …). The column is a plain string wide
-    enough for any of them, and only statuses in CLOSED_STATUSES release the conversation's
-    open-ticket slot.
+    Only statuses in CLOSED_STATUSES release the conversation's open-ticket slot.
     """
 
     NEW = "new"
+    ASSIGNED = "assigned"
+    INVESTIGATING = "investigating"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    REOPENED = "reopened"
 
 
-CLOSED_STATUSES: frozenset[str] = frozenset()
+CLOSED_STATUSES: frozenset[str] = frozenset({TicketStatus.CLOSED.value})
 
 
 def utcnow() -> datetime:
@@ -161,6 +165,22 @@ class TicketRow(Base):
     sla_due: Mapped[datetime] = mapped_column(index=True)
     registered_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
+    # Casework (revision ho0002): who owns it, how it was solved, what is overdue.
+    assignee: Mapped[str | None] = mapped_column(String(64), index=True)
+    first_responded_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    solution: Mapped[str | None] = mapped_column(String(32))
+    solution_amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
+    solution_note: Mapped[str | None] = mapped_column(Text)
+    approval: Mapped[str | None] = mapped_column(String(16))
+    approver: Mapped[str | None] = mapped_column(String(64))
+    malicious: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    malicious_reason: Mapped[str | None] = mapped_column(Text)
+    merchant: Mapped[str | None] = mapped_column(String(128))
+    merchant_due: Mapped[datetime | None]
+    merchant_answered_at: Mapped[datetime | None]
+    breaches: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class TranscriptRow(Base):
@@ -262,6 +282,21 @@ class Ticket:
     sla_due: datetime
     registered_at: datetime
     updated_at: datetime
+    assignee: str | None = None
+    first_responded_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    solution: str | None = None
+    solution_amount: Decimal | None = None
+    solution_note: str | None = None
+    approval: str | None = None  # pending | approved | rejected
+    approver: str | None = None
+    malicious: bool = False
+    malicious_reason: str | None = None
+    merchant: str | None = None
+    merchant_due: datetime | None = None
+    merchant_answered_at: datetime | None = None
+    breaches: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -321,7 +356,21 @@ def _ticket(row: TicketRow) -> Ticket:
         handler=row.handler, handoff_reason=row.handoff_reason, sla_hours=row.sla_hours,
         sla_due=_aware(row.sla_due), registered_at=_aware(row.registered_at),
         updated_at=_aware(row.updated_at),
+        assignee=row.assignee, first_responded_at=_maybe(row.first_responded_at),
+        resolved_at=_maybe(row.resolved_at), closed_at=_maybe(row.closed_at),
+        solution=row.solution,
+        solution_amount=(None if row.solution_amount is None
+                         else Decimal(row.solution_amount).quantize(Decimal("0.01"))),
+        solution_note=row.solution_note, approval=row.approval, approver=row.approver,
+        malicious=bool(row.malicious), malicious_reason=row.malicious_reason,
+        merchant=row.merchant, merchant_due=_maybe(row.merchant_due),
+        merchant_answered_at=_maybe(row.merchant_answered_at),
+        breaches=tuple(row.breaches or ()),
     )
+
+
+def _maybe(value: datetime | None) -> datetime | None:
+    return None if value is None else _aware(value)
 
 
 def _outbox(row: OutboxRow) -> OutboxMessage:
@@ -466,6 +515,11 @@ class TicketStore:
     def dialect(self) -> str:
         return self._engine.dialect.name
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database engine, shared with the casework and user stores of the same schema."""
+        return self._engine
+
     # ---- registering ----------------------------------------------------------------------
 
     async def register(self, draft: TicketDraft, *, department: str, receiver: str,
@@ -523,7 +577,7 @@ class TicketStore:
             purchase_time=draft.purchase_time, incident_time=draft.incident_time,
             demand=draft.demand, demand_note=draft.demand_note, amount=_amount(draft.amount),
             currency=draft.currency or ("CNY" if draft.amount is not None else None),
-            department=department, receiver=receiver, handler=None,
+            department=department, receiver=receiver, handler=None, malicious=False,
             handoff_reason=HandoffReason(draft.reason).value, sla_hours=draft.sla_hours,
             sla_due=now + timedelta(hours=draft.sla_hours), registered_at=now, updated_at=now,
         )

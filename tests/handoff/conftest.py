@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from handoff.sla import ManualClock
 from handoff.tickets import TicketStore
+from knowledge_base.retrieval import Searcher
+from nlp.analyzer import Analyzer
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL",
                               "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -59,3 +66,89 @@ async def store(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterato
         opened = await TicketStore.open(POSTGRES_URL, connect_args=search_path(schema))
         yield opened
         await opened.close()
+
+
+# ---- the console API on the real application ------------------------------------------------
+
+CONSOLE_PASSWORD = "s3cret-pass"
+
+
+@pytest.fixture(scope="session")
+def kb_searcher() -> Searcher:
+    """The shipped ranking without the dense model (its own tests cover that)."""
+    from knowledge_base.service import make_searcher
+
+    return make_searcher(dense=False)
+
+
+@dataclass
+class Desk:
+    """The real application with staff users, a customer on the web chat and a movable clock."""
+
+    client: TestClient[Any, Any]
+    clock: ManualClock
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app(self) -> web.Application:
+        app: web.Application = self.client.app
+        return app
+
+    async def add_user(self, name: str, role: str, department: str | None = None) -> str:
+        from handoff.api import USERS
+
+        await self.app[USERS].add(name, CONSOLE_PASSWORD, role, department=department)
+        response = await self.client.post("/api/auth/login",
+                                          json={"username": name, "password": CONSOLE_PASSWORD})
+        assert response.status == 200, await response.text()
+        token: str = (await response.json())["token"]
+        self.tokens[name] = token
+        return token
+
+    def auth(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[name]}"}
+
+    async def call(self, method: str, path: str, user: str | None, *, status: int = 200,
+                   **kwargs: Any) -> Any:
+        headers = self.auth(user) if user else {}
+        response = await self.client.request(method, path, headers=headers, **kwargs)
+        assert response.status == status, await response.text()
+        return await response.json()
+
+    async def say(self, chat_id: str, text: str) -> dict[str, Any]:
+        response = await self.client.post(f"/api/webchat/{chat_id}/messages",
+                                          json={"text": text})
+        assert response.status == 200, await response.text()
+        data: dict[str, Any] = await response.json()
+        return data
+
+    async def outbox(self, chat_id: str) -> list[dict[str, Any]]:
+        response = await self.client.get(f"/api/webchat/{chat_id}/messages")
+        assert response.status == 200
+        return list((await response.json())["messages"])
+
+    async def complaint(self, chat_id: str | None = None) -> tuple[str, str]:
+        """A customer registers a product complaint on the web chat: (chat id, ticket id)."""
+        chat_id = chat_id or "c-" + uuid.uuid4().hex[:10]
+        first = await self.say(chat_id, COMPLAINT)
+        confirm = next(b for r in first["replies"] for b in r["buttons"])
+        done = await self.say(chat_id, confirm)
+        assert done["ticket_id"], done
+        return chat_id, str(done["ticket_id"])
+
+
+COMPLAINT = ("我买的电饭煲用了两天就坏了，完全不能加热。订单号DD2026112012345，"
+             "商品是美的电饭煲，电话13812345678，我要求换货")
+
+
+@pytest.fixture
+async def desk(tmp_path: Path, analyzer: Analyzer, kb_searcher: Searcher,
+               aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> Desk:
+    from bot.app import create_app
+    from bot.settings import Settings
+
+    clock = ManualClock()
+    settings = Settings.from_env({"INTAKEBOT_DATA_DIR": str(tmp_path / "data"),
+                                  "INTAKEBOT_SLA_CHECK_SECONDS": "3600"})
+    app = create_app(settings, analyzer=analyzer, searcher=kb_searcher, clock=clock)
+    return Desk(await aiohttp_client(app), clock)

@@ -1,0 +1,181 @@
+"""The agent console in a real browser (Debian chromium, headless) against the real app.
+
+A customer complains in the /chat widget; an agent logs in to /console, claims the ticket,
+replies (the reply appears in the customer's widget by itself), resolves with an 800 CNY
+refund, which waits for approval; a supervisor approves in their own console; the agent closes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot.app import create_app
+from bot.settings import Settings
+from handoff.api import USERS
+from knowledge_base.retrieval import Searcher
+from knowledge_base.service import make_searcher
+from nlp.analyzer import Analyzer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = Path("/tmp/intakebot-console.png")
+NUMBER = re.compile(r"TS\d{8}-\d{4}")
+PASSWORD = "console-pass"
+
+
+@pytest.fixture(scope="module")
+def searcher() -> Searcher:
+    return make_searcher(dense=False)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, analyzer: Analyzer,
+                 searcher: Searcher) -> AsyncIterator[tuple[str, web.Application]]:
+    """The real application on a free port of 127.0.0.1, with an agent and a supervisor."""
+    app = create_app(Settings.from_env({"INTAKEBOT_DATA_DIR": str(tmp_path / "data")}),
+                     analyzer=analyzer, searcher=searcher)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    await app[USERS].add("alice", PASSWORD, "agent")
+    await app[USERS].add("sue", PASSWORD, "supervisor")
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}", app
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium fonts-wqy-microhei")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def log_in(page: Any, base: str, name: str) -> None:
+    from playwright.async_api import expect
+
+    response = await page.goto(base + "/console")
+    assert response is not None and "script-src 'self'" in response.headers[
+        "content-security-policy"]
+    await page.fill("#username", name)
+    await page.fill("#password", PASSWORD)
+    await page.click("#login")
+    await expect(page.locator("#whoami")).to_contain_text(name)
+    await expect(page.locator("#live")).to_have_text("实时")
+
+
+async def test_claim_reply_resolve_approve_close(server: tuple[str, web.Application],
+                                                 browser: Any) -> None:
+    from playwright.async_api import expect
+
+    base, _app = server
+    errors: list[str] = []
+
+    # The customer complains in the widget, with some markup in the story.
+    customer = await browser.new_page(locale="zh-CN")
+    customer.on("pageerror", lambda exc: errors.append(str(exc)))
+    await customer.goto(base + "/chat")
+    await customer.fill("#input", "我买的电饭煲用了两天就坏了"
+                                  "<script>document.title='pwned'</script>，订单号DD2026112012345，商品是美的电饭煲，"
+                                  "电话13812345678，我要求退款")
+    await customer.click("#send")
+    await customer.locator(".chip", has_text="确认").click()
+    receipt = customer.locator(".msg-bot .bubble", has_text=NUMBER)
+    await expect(receipt).to_have_count(1)
+    match = NUMBER.search(await receipt.inner_text())
+    assert match
+    number = match[0]
+
+    # A wrong password is refused.
+    agent = await browser.new_page(locale="zh-CN")
+    agent.on("pageerror", lambda exc: errors.append(str(exc)))
+    await agent.goto(base + "/console")
+    await agent.fill("#username", "alice")
+    await agent.fill("#password", "wrong-password")
+    await agent.click("#login")
+    await expect(agent.locator("#login-error")).not_to_be_empty()
+
+    await log_in(agent, base, "alice")
+    item = agent.locator("#queue li", has_text=number)
+    await expect(item).to_be_visible()
+    await expect(item.locator(".countdown")).to_contain_text("小时")
+    await item.click()
+    await expect(agent.locator("#ticket-number")).to_have_text(number)
+    # The injected script is shown as text and never runs.
+    first_line = agent.locator("#transcript li.customer .text").first
+    await expect(first_line).to_contain_text("<script>")
+    assert await agent.locator("#transcript script").count() == 0
+    assert await agent.title() != "pwned"
+    await expect(agent.locator("#form input[name=order_id]")).to_have_value("DD2026112012345")
+
+    await agent.click("#claim")
+    await expect(agent.locator("#ticket-status")).to_have_text("assigned")
+    await expect(agent.locator("#ticket-assignee")).to_contain_text("alice")
+
+    # The reply reaches the customer's widget by itself.
+    await agent.fill("#reply", "您好，我是客服 alice，已经为您核实订单。")
+    await agent.click("#send")
+    await expect(customer.locator(".msg-agent .bubble")).to_have_text(
+        "您好，我是客服 alice，已经为您核实订单。")
+    await expect(agent.locator("#transcript li.agent .text").last).to_have_text(
+        "您好，我是客服 alice，已经为您核实订单。")
+
+    # A banned promise needs a second thought.
+    await agent.fill("#reply", "我们绝对保证全额赔偿")
+    await agent.click("#send")
+    await expect(agent.locator("#wording-warning")).to_be_visible()
+    await expect(agent.locator("#wording-phrases")).to_contain_text("绝对保证")
+    await agent.fill("#reply", "最终方案以调查结果为准")
+    await agent.click("#send")
+    await expect(agent.locator("#wording-warning")).to_be_hidden()
+
+    # The investigation record: problem, evidence, responsibility, proposal.
+    await agent.fill("#inv-problem", "加热盘故障")
+    await agent.select_option("#inv-responsible", "merchant")
+    await agent.fill("#inv-proposal", "退货退款")
+    await agent.click("#save-investigation")
+    await expect(agent.locator("#ticket-status")).to_have_text("investigating")
+    await expect(agent.locator("#inv-due")).not_to_be_empty()
+
+    # 800 CNY is above the threshold: the ticket waits for a supervisor.
+    await agent.select_option("#solution", "return_refund")
+    await agent.fill("#amount", "800")
+    await agent.fill("#resolve-note", "退货退款")
+    await agent.click("#resolve")
+    await expect(agent.locator("#ticket-status")).to_have_text("awaiting_approval")
+
+    supervisor = await browser.new_page(locale="zh-CN")
+    supervisor.on("pageerror", lambda exc: errors.append(str(exc)))
+    await log_in(supervisor, base, "sue")
+    await supervisor.locator("#queue li", has_text=number).click()
+    await expect(supervisor.locator("#solution-view")).to_contain_text("800.00")
+    await supervisor.click("#approve")
+    await expect(supervisor.locator("#ticket-status")).to_have_text("resolved")
+    await expect(customer.locator(".msg-agent .bubble").last).to_contain_text("已获批准")
+    # The agent's console hears of it live.
+    await expect(agent.locator("#ticket-status")).to_have_text("resolved")
+
+    await agent.click("#close")
+    await expect(agent.locator("#ticket-status")).to_have_text("closed")
+    await expect(agent.locator("#history li").last).to_contain_text("closed")
+    await agent.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert not errors
