@@ -670,7 +670,13 @@ class Engine:
     async def _sync_ticket(self, s: Session, turn: _Turn, had_ticket: bool) -> None:
         """Add this turn's lines to the conversation's ticket, once there is one."""
         if had_ticket:
-            lines = [*((turn.incoming,) if turn.incoming else ()), *turn.lines]
+            if turn.incoming is not None:
+                # Photos sent after registration are evidence of the same ticket.
+                files = tuple(EvidenceRef(a.filename, a.content_type, a.sha256, a.size)
+                              for a in turn.message.attachments)
+                await self._desk.append(s.channel, s.chat_id, _transcript_line(turn.incoming),
+                                        files)
+            lines = list(turn.lines)
         elif turn.registered_at is not None:
             lines = [line for _, line in turn.replies[turn.registered_at:] if line is not None]
         else:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from handoff.intake import Receipt, TicketDesk, TicketDraft, TranscriptLine
+from handoff.intake import EvidenceRef, Receipt, TicketDesk, TicketDraft, TranscriptLine
 from handoff.live import Events
 from handoff.routing import Routing
 from handoff.tickets import Ticket, TicketStore
@@ -64,9 +64,10 @@ class SqlTicketDesk(TicketDesk):
         await self._publish(ticket.id, "registered" if registration.created else "updated")
         return receipt(ticket)
 
-    async def append(self, channel: str, chat_id: str, line: TranscriptLine) -> None:
-        """Add a line to the transcript of the conversation's open ticket, if there is one."""
-        if await self.store.append(channel, chat_id, line) and self.events is not None:
+    async def append(self, channel: str, chat_id: str, line: TranscriptLine,
+                     evidence: tuple[EvidenceRef, ...] = ()) -> None:
+        """Add a line (and the files sent with it) to the conversation's open ticket, if any."""
+        if await self.store.append(channel, chat_id, line, evidence) and self.events is not None:
             ticket_id = await self.store.open_ticket_id(channel, chat_id)
             if ticket_id is not None:
                 await self._publish(ticket_id, "transcript")

@@ -88,6 +88,7 @@ class TicketDesk(Protocol):
         """Create the ticket (or update the open one of this conversation) and return a receipt."""
         ...
 
-    async def append(self, channel: str, chat_id: str, line: TranscriptLine) -> None:
-        """Add a line to the transcript of the conversation's open ticket, if there is one."""
+    async def append(self, channel: str, chat_id: str, line: TranscriptLine,
+                     evidence: tuple[EvidenceRef, ...] = ()) -> None:
+        """Add a line (and the files sent with it) to the conversation's open ticket, if any."""
         ...

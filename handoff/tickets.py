@@ -647,8 +647,12 @@ class TicketStore:
                                     filename=ref.filename, content_type=ref.content_type,
                                     size=ref.size, added_at=now))
 
-    async def append(self, channel: str, chat_id: str, line: TranscriptLine) -> bool:
-        """Add a transcript line to the conversation's open ticket; False when there is none."""
+    async def append(self, channel: str, chat_id: str, line: TranscriptLine,
+                     evidence: Sequence[EvidenceRef] = ()) -> bool:
+        """Add a transcript line, and the files sent with it, to the conversation's open ticket.
+
+        False when the conversation has no open ticket.
+        """
         try:
             async with self._sessions() as session, session.begin():
                 row = await self._open_row(session, channel, chat_id)
@@ -656,6 +660,7 @@ class TicketStore:
                     return False
                 session.add(TranscriptRow(ticket_id=row.id, author=line.author,
                                           text=line.text, at=_utc(line.at)))
+                await self._add_evidence(session, row.id, evidence, utcnow())
                 row.updated_at = utcnow()
         except SQLAlchemyError as exc:
             raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc

@@ -37,7 +37,7 @@ from channels.messages import (
     IncomingMessage,
     OutgoingMessage,
 )
-from handoff.intake import Receipt, TicketDraft, TranscriptLine
+from handoff.intake import EvidenceRef, Receipt, TicketDraft, TranscriptLine
 from knowledge_base.service import KnowledgeBase, KnowledgeBaseConfig
 from nlp.analyzer import Analyzer
 from nlp.labels import Lang
@@ -51,6 +51,7 @@ class RecordingDesk:
 
     drafts: list[TicketDraft] = field(default_factory=list)
     lines: dict[str, list[TranscriptLine]] = field(default_factory=dict)
+    evidence: dict[str, list[EvidenceRef]] = field(default_factory=dict)
     tickets: dict[tuple[str, str], str] = field(default_factory=dict)
     handler: str | None = None
 
@@ -59,14 +60,17 @@ class RecordingDesk:
         conversation = (draft.channel, draft.chat_id)
         ticket_id = self.tickets.setdefault(conversation, f"t-{len(self.tickets) + 1}")
         self.lines.setdefault(ticket_id, []).extend(draft.transcript)
+        self.evidence.setdefault(ticket_id, []).extend(draft.evidence)
         due = datetime.now(UTC) + timedelta(hours=draft.sla_hours)
         return Receipt(ticket_id=ticket_id, number=f"TS{ticket_id[2:]:0>6}",
                        department="after_sales", sla_due=due, handler=self.handler)
 
-    async def append(self, channel: str, chat_id: str, line: TranscriptLine) -> None:
+    async def append(self, channel: str, chat_id: str, line: TranscriptLine,
+                     evidence: tuple[EvidenceRef, ...] = ()) -> None:
         ticket_id = self.tickets.get((channel, chat_id))
         if ticket_id is not None:
             self.lines[ticket_id].append(line)
+            self.evidence[ticket_id].extend(evidence)
 
     def transcript(self, chat_id: str, channel: str = "test") -> list[TranscriptLine]:
         return self.lines[self.tickets[(channel, chat_id)]]

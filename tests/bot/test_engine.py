@@ -16,7 +16,7 @@ from bot.engine import HANDBACK, TAKEOVER, Engine, UnknownCommand, choose_lang, 
 from bot.replies import default_replies
 from bot.session import Ask, Session, State
 from channels.messages import Attachment, Author, OutgoingMessage
-from handoff.intake import HandoffReason
+from handoff.intake import EvidenceRef, HandoffReason
 from nlp.labels import Category, Demand, Lang, Priority
 from nlp.normalize import detect_lang
 from tests.bot.conftest import Chat, EngineChat, RecordingDesk
@@ -237,6 +237,15 @@ async def test_an_agent_takes_over_and_hands_back(chat: Chat, desk: RecordingDes
     assert chat.state() is State.REGISTERED  # the ticket exists: later lines are added to it
     await chat.say("谢谢")
     assert chat.keys == ["thanks"]
+
+
+async def test_photos_after_registration_reach_the_ticket(chat: Chat, desk: RecordingDesk
+                                                          ) -> None:
+    await chat.say("转人工")
+    photo = Attachment("broken.jpg", "image/jpeg", "ab" * 32, 2048)
+    assert await chat.say("", attachments=[photo]) == []  # an agent owns it: the bot is silent
+    [ticket_id] = desk.evidence
+    assert desk.evidence[ticket_id] == [EvidenceRef("broken.jpg", "image/jpeg", "ab" * 32, 2048)]
 
 
 async def test_takeover_in_the_middle_of_an_intake_keeps_the_facts(chat: Chat) -> None:

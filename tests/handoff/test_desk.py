@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from handoff.desk import SqlTicketDesk
-from handoff.intake import HandoffReason, TicketDesk, TicketDraft, TranscriptLine
+from handoff.intake import EvidenceRef, HandoffReason, TicketDesk, TicketDraft, TranscriptLine
 from handoff.routing import Routing
 from handoff.tickets import TicketStore
 
@@ -45,3 +45,12 @@ async def test_append_adds_to_the_open_ticket(store: TicketStore) -> None:
     receipt = await desk.register(draft("product"))
     await desk.append("webchat", "c1", TranscriptLine("customer", "after", NOW))
     assert [line.text for line in await store.transcript(receipt.ticket_id)] == ["after"]
+
+
+async def test_files_sent_with_a_line_become_evidence_once(store: TicketStore) -> None:
+    desk = SqlTicketDesk(store, clock=lambda: NOW)
+    receipt = await desk.register(draft("product"))
+    photo = EvidenceRef("broken.jpg", "image/jpeg", "cd" * 32, 4096)
+    await desk.append("webchat", "c1", TranscriptLine("customer", "", NOW), (photo,))
+    await desk.append("webchat", "c1", TranscriptLine("customer", "again", NOW), (photo,))
+    assert [e.sha256 for e in await store.evidence(receipt.ticket_id)] == ["cd" * 32]
