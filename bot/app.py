@@ -36,7 +36,8 @@ from channels.base import ChannelAdapter, ChannelError, OnMessage, OutputChannel
 from channels.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.webchat import CHANNEL as WEBCHAT_CHANNEL
 from channels.webchat import WebChat, WebChatError
-from handoff.api import CANNED, CASEWORK, EVENTS, FILES, USERS
+from channels.webhook import WebhookChannel
+from handoff.api import CANNED, CASEWORK, EVENTS, FILES, USERS, staff_endpoint
 from handoff.api import page_routes as console_page_routes
 from handoff.api import routes as console_routes
 from handoff.desk import SqlTicketDesk
@@ -53,7 +54,7 @@ from handoff.live import Events, InProcessEvents, RedisEvents
 from handoff.routing import Routing
 from handoff.sla import Clock, SlaPolicy, system_clock
 from handoff.tickets import TicketStore
-from handoff.users import UserStore
+from handoff.users import CASEWORK_ROLES, Role, User, UserStore
 from handoff.wording import WordingGuard
 from handoff.workflow import Casework
 from knowledge_base.api import KNOWLEDGE_BASE
@@ -430,6 +431,8 @@ def create_app(
     app.add_routes(kb_routes("/api/kb"))
     app.add_routes(console_routes("/api"))
     app.add_routes(console_page_routes("/console"))
+    app.router.add_get("/api/channels/dead-letters",
+                       staff_endpoint(dead_letters, CASEWORK_ROLES | {Role.ADMIN}))
     adapters = (channels or configured_channels(settings, evidence))(on_message)
     app[CHANNELS] = adapters
     for adapter in adapters:
@@ -437,12 +440,20 @@ def create_app(
     return app
 
 
+async def dead_letters(request: web.Request, _user: User) -> web.Response:
+    """Replies no channel could deliver, for agents and admins to follow up by hand."""
+    entries = []
+    for adapter in request.app[CHANNELS]:
+        if isinstance(adapter, WebhookChannel):
+            entries += [{"channel": adapter.name, **e} for e in await adapter.dead_letters.list()]
+    return web.json_response({"dead_letters": entries})
+
+
 def configured_channels(settings: Settings, evidence: EvidenceStore
                         ) -> Callable[[OnMessage], list[ChannelAdapter]]:
     """The channel adapters the settings enable; only the web chat runs by default."""
     from channels.mail import FileThreadStore, Mail
     from channels.telegram import TelegramChannel
-    from channels.webhook import WebhookChannel
     from channels.wechat import WeChat
 
     def build(on_message: OnMessage) -> list[ChannelAdapter]:

@@ -37,7 +37,7 @@ from handoff.evidence import EvidenceStore
 from handoff.live import Events
 from handoff.openapi import DOCUMENT
 from handoff.tickets import Ticket
-from handoff.users import User, UserStore
+from handoff.users import Role, User, UserStore
 from handoff.workflow import Casework, parse_amount
 
 
@@ -93,10 +93,18 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
-def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def staff_endpoint(handler: Handler, roles: frozenset[Role] | None = None
+                   ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler for signed-in staff (of `roles`, when given), with errors as JSON responses.
+
+    The wiring uses it for staff pages that live outside handoff (e.g. channel dead letters).
+    """
+
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             user = await request.app[USERS].authenticate(_bearer(request))
+            if roles is not None and user.role not in roles:
+                raise Forbidden(f"{user.role.value} may not see this")
             return await handler(request, user)
         except HandoffError as exc:
             response = _error(exc)
@@ -350,7 +358,7 @@ async def openapi(_request: web.Request) -> web.Response:
 def routes(prefix: str = "/api") -> list[web.RouteDef]:
     """The console API's routes; the app must hold CASEWORK, USERS, EVENTS and FILES."""
     ticket = prefix + "/tickets/{id}"
-    ep = _endpoint
+    ep = staff_endpoint
     return [
         web.get(prefix + "/openapi.json", openapi, allow_head=False),
         web.post(prefix + "/auth/login", login),

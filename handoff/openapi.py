@@ -182,6 +182,10 @@ DOCUMENT: dict[str, Any] = {
             "security": _SECURE,
             "responses": {**_responses({"type": "string"}, 404),
                           "200": {"description": "the file"}}}},
+        "/api/channels/dead-letters": {"get": {
+            "summary": "Replies no channel could deliver (agents, supervisors, admins)",
+            "security": _SECURE,
+            "responses": _responses(_obj(dead_letters={"type": "array"}))}},
         "/api/console/ws": {"get": {
             "summary": "WebSocket of live ticket events; send {\"token\": …} first",
             "responses": {"101": {"description": "switching protocols"}}}},

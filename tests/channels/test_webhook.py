@@ -33,6 +33,7 @@ from channels.webhook import (
     signature,
     signed_headers,
 )
+from handoff.api import USERS
 from handoff.evidence import EvidenceStore
 from handoff.tickets import TicketStore
 from tests.channels.conftest import AppFactory
@@ -323,6 +324,30 @@ async def test_a_permanent_failure_lands_in_the_dead_letters(
     assert (await client.get("/api/webhook/dead-letters")).status == 401
     forged = signed_headers("not-the-shared-secret", b"")
     assert (await client.get("/api/webhook/dead-letters", headers=forged)).status == 401
+
+
+async def test_staff_see_the_dead_letters_in_the_console_api(
+        make_app: AppFactory, aiohttp_client: AiohttpClient, callback: Callback) -> None:
+    client, channel = await start_app(make_app, aiohttp_client, callback)
+    callback.fail_next = 100
+    await channel.output.send(reply("shop-8", "您好"))
+    await channel.idle()
+    users = client.app[USERS]
+    await users.add("agent1", "agent-password", "agent")
+    await users.add("editor1", "editor-password", "kb_editor")
+
+    async def token(name: str, password: str) -> dict[str, str]:
+        response = await client.post("/api/auth/login",
+                                     json={"username": name, "password": password})
+        return {"Authorization": f"Bearer {(await response.json())['token']}"}
+
+    path = "/api/channels/dead-letters"
+    assert (await client.get(path)).status == 401
+    assert (await client.get(path, headers=await token("editor1", "editor-password"))).status == 403
+    response = await client.get(path, headers=await token("agent1", "agent-password"))
+    assert response.status == 200
+    [entry] = (await response.json())["dead_letters"]
+    assert entry["channel"] == "webhook" and entry["delivery"]["text"] == "您好"
 
 
 async def test_replies_left_at_shutdown_are_dead_lettered(tmp_path: Path,
