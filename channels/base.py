@@ -30,6 +30,26 @@ class ChannelError(Exception):
     """A channel could not accept or deliver a message."""
 
 
+async def read_body(request: web.Request, limit: int,
+                    too_large: Callable[[str], Exception]) -> bytes:
+    """The request body, refusing more than `limit` bytes before reading them all.
+
+    Raises:
+        whatever `too_large(message)` builds: each channel answers 413 its own way.
+    """
+    message = f"the request body is larger than {limit:,} bytes"
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(message)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise too_large(message)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class Rejected(Exception):
     """An inbound request a channel refuses, with the HTTP status it answers."""
 

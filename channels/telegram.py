@@ -59,7 +59,7 @@ from telegram.error import NetworkError, RetryAfter, TelegramError
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from channels.base import ChannelError, OnMessage, Rejected
+from channels.base import ChannelError, OnMessage, Rejected, read_body
 from channels.messages import (
     Attachment,
     ConversationRef,
@@ -414,18 +414,9 @@ class TelegramChannel:
             raise Rejected(403, f"wrong {SECRET_HEADER}")
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
-        too_big = f"the update is larger than {self.max_body:,} bytes"
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise Rejected(413, too_big)
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(64 * 1024):
-            size += len(chunk)
-            if size > self.max_body:
-                raise Rejected(413, too_big)
-            chunks.append(chunk)
+        body = await read_body(request, self.max_body, lambda message: Rejected(413, message))
         try:
-            data = json.loads(b"".join(chunks))
+            data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise Rejected(400, f"the body is not valid JSON: {exc}") from exc
         update_id = data.get("update_id") if isinstance(data, dict) else None

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from channels.base import ChannelError, OnMessage
+from channels.base import ChannelError, OnMessage, read_body
 from channels.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from handoff.errors import EvidenceError, EvidenceTooLarge, HandoffError
 from handoff.intake import EvidenceRef
@@ -359,18 +359,9 @@ class WebChat:
         return web.json_response({"replies": replies, "ticket_id": ticket_id})
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
-        too_big = f"the request body is larger than {self.max_body:,} bytes"
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise PayloadTooLarge(too_big)
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(64 * 1024):
-            size += len(chunk)
-            if size > self.max_body:
-                raise PayloadTooLarge(too_big)
-            chunks.append(chunk)
+        body = await read_body(request, self.max_body, PayloadTooLarge)
         try:
-            data = json.loads(b"".join(chunks))
+            data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):

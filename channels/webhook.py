@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from channels.base import ChannelError, OnMessage, Rejected
+from channels.base import ChannelError, OnMessage, Rejected, read_body
 from channels.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.ratelimit import RetryPolicy, retrying
 from channels.webchat import FileStore
@@ -331,17 +331,7 @@ class WebhookChannel:
         return web.json_response({"dead_letters": await self.dead_letters.list()})
 
     async def _read(self, request: web.Request) -> bytes:
-        too_big = f"the request body is larger than {self.max_body:,} bytes"
-        if request.content_length is not None and request.content_length > self.max_body:
-            raise Rejected(413, too_big)
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(64 * 1024):
-            size += len(chunk)
-            if size > self.max_body:
-                raise Rejected(413, too_big)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, self.max_body, lambda message: Rejected(413, message))
 
     async def _parse(self, body: bytes) -> IncomingMessage:
         try:

@@ -50,7 +50,7 @@ from xml.parsers import expat
 import aiohttp
 from aiohttp import web
 
-from channels.base import ChannelError, OnMessage
+from channels.base import ChannelError, OnMessage, read_body
 from channels.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.ratelimit import RetryPolicy, retrying
 from channels.webchat import FileStore
@@ -667,17 +667,7 @@ class WeChat:
             raise BadRequest(str(exc)) from exc
 
     async def _read(self, request: web.Request) -> bytes:
-        too_big = f"the body is larger than {self.config.max_body:,} bytes"
-        if request.content_length is not None and request.content_length > self.config.max_body:
-            raise PayloadTooLarge(too_big)
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.read(64 * 1024):
-            size += len(chunk)
-            if size > self.config.max_body:
-                raise PayloadTooLarge(too_big)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, self.config.max_body, PayloadTooLarge)
 
     def _begin(self, key: str, message: WeChatMessage) -> _InFlight:
         passive = _Passive(ConversationRef(CHANNEL, message.from_user))

@@ -19,9 +19,6 @@ from nlp.analyzer import Analyzer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = Path("/tmp/intakebot-widget.png")
 NUMBER = re.compile(r"TS\d{8}-\d{4}")
 PNG = base64.b64decode(
@@ -43,20 +40,6 @@ async def server(tmp_path: Path, analyzer: Analyzer,
         yield f"http://{host}:{port}", app
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium fonts-wqy-microhei")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def test_a_complaint_in_the_widget(server: tuple[str, web.Application],
