@@ -697,6 +697,9 @@ class Mail:
         self._output = MailOutput(self)
         self._poll_lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
+        # Set once the background poller has finished a round (successful or not): tells a
+        # caller, e.g. a health check or a test, that the start-up poll is behind it.
+        self.polled = asyncio.Event()
         self._domain = config.from_address.rpartition("@")[2] or "intakebot.invalid"
 
     @property
@@ -731,6 +734,7 @@ class Mail:
                 log.error("mail: polling %s failed (%d in a row): %s: %s", self.config.imap_host,
                           failures, type(exc).__name__, exc,
                           exc_info=not isinstance(exc, MailError | imaplib.IMAP4.error | OSError))
+            self.polled.set()
             await asyncio.sleep(min(self.config.poll_seconds * 2 ** min(failures, 4), 600.0))
 
     async def poll(self) -> int:
