@@ -423,7 +423,9 @@ class InMemoryLockStore:
                 del self._locks[key]
 
 
-_RELEASE_LOCK = """
+# Delete a key only while it still holds our value: releases a lock or a pending claim without
+# touching one another process has taken over since.
+_DELETE_IF_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -447,7 +449,7 @@ class RedisLockStore:
         self._timeout = timeout
         self._poll = poll
         self._max_poll = max_poll
-        self._release = redis.register_script(_RELEASE_LOCK)
+        self._release = redis.register_script(_DELETE_IF_OURS)
 
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
@@ -581,14 +583,6 @@ class InMemoryDeduplicator:
             del self._items[key]
 
 
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
 class RedisDeduplicator:
     """`SET key pending NX EX` to claim a message, then its replies as JSON with the long TTL."""
 
@@ -598,7 +592,7 @@ class RedisDeduplicator:
         self._keys = keys or Keys()
         self._ttl = int(ttl.total_seconds())
         self._claim_ttl = int(claim_ttl.total_seconds())
-        self._release = redis.register_script(_RELEASE_CLAIM)
+        self._release = redis.register_script(_DELETE_IF_OURS)
 
     async def claim(self, key: str) -> Delivery | None:
         name = self._keys.dedup(key)
