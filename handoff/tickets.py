@@ -181,6 +181,13 @@ class TicketRow(Base):
     merchant_due: Mapped[datetime | None]
     merchant_answered_at: Mapped[datetime | None]
     breaches: Mapped[list[str] | None] = mapped_column(JSON)
+    # After-care and retention (revision ho0003).
+    customer_updated_at: Mapped[datetime | None]  # the last progress update the customer got
+    confirmation: Mapped[str | None] = mapped_column(String(16))  # asked | confirmed | denied
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    second_handling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    erased_at: Mapped[datetime | None]
 
 
 class TranscriptRow(Base):
@@ -297,6 +304,12 @@ class Ticket:
     merchant_due: datetime | None = None
     merchant_answered_at: datetime | None = None
     breaches: tuple[str, ...] = ()
+    customer_updated_at: datetime | None = None
+    confirmation: str | None = None  # asked | confirmed | denied
+    reopen_count: int = 0
+    second_handling: bool = False
+    legal_hold: bool = False
+    erased_at: datetime | None = None
 
     @property
     def is_open(self) -> bool:
@@ -366,6 +379,9 @@ def _ticket(row: TicketRow) -> Ticket:
         merchant=row.merchant, merchant_due=_maybe(row.merchant_due),
         merchant_answered_at=_maybe(row.merchant_answered_at),
         breaches=tuple(row.breaches or ()),
+        customer_updated_at=_maybe(row.customer_updated_at), confirmation=row.confirmation,
+        reopen_count=row.reopen_count or 0, second_handling=bool(row.second_handling),
+        legal_hold=bool(row.legal_hold), erased_at=_maybe(row.erased_at),
     )
 
 

@@ -25,6 +25,8 @@ from handoff.tickets import VERSION_TABLE, Base, TicketStatus, TicketStore
 # metadata, so the migration checks below cover revision ho0002 as well.
 importlib.import_module("handoff.users")
 importlib.import_module("handoff.workflow")
+importlib.import_module("handoff.scheduler")
+importlib.import_module("handoff.survey")
 
 NOW = datetime(2026, 11, 23, 2, 30, tzinfo=UTC)  # 10:30 in China
 EARLIER = NOW - timedelta(minutes=3)
@@ -232,7 +234,7 @@ async def test_reopening_is_idempotent_and_shares_the_database_with_the_kb(
             version = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
                        ).scalar_one()
         assert {"tickets", "alembic_version_handoff", "alembic_version_kb", "kb_entries"} <= names
-        assert version == "ho0002"
+        assert version == "ho0003"
     finally:
         await tickets.close()
         await kb.close()
@@ -251,7 +253,7 @@ async def test_postgres_schema_matches_and_version_table_is_separate(
             assert await conn.run_sync(_diff) == []
             version = (await conn.execute(
                 text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalar_one()
-        assert version == "ho0002"
+        assert version == "ho0003"
     finally:
         await store.close()
         await kb.close()
