@@ -24,6 +24,8 @@ from aiohttp import web
 from bot.dispatcher import Dispatcher
 from bot.engine import Engine, EngineConfig, Triager
 from bot.keys import Keys
+from bot.outbound import IdempotentOutput, RedisOutbound
+from bot.replay import ReplaySafeDesk
 from bot.session import (
     Deduplicator,
     LockStore,
@@ -33,26 +35,25 @@ from bot.session import (
 )
 from bot.settings import Settings
 from channels.base import ChannelAdapter, ChannelError, OnMessage, OutputChannel
+from channels.mail import CHANNEL as MAIL_CHANNEL
 from channels.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.webchat import CHANNEL as WEBCHAT_CHANNEL
 from channels.webchat import WebChat, WebChatError
 from channels.webhook import WebhookChannel
-from handoff.api import CANNED, CASEWORK, EVENTS, FILES, USERS, staff_endpoint
+from channels.wechat import CHANNEL as WECHAT_CHANNEL
+from handoff.aftercare import Aftercare, AftercarePolicy
+from handoff.api import CANNED, CASEWORK, EVENTS, FILES, USERS, error_response, staff_endpoint
 from handoff.api import page_routes as console_page_routes
 from handoff.api import routes as console_routes
-from handoff.desk import SqlTicketDesk
-from handoff.errors import (
-    EvidenceNotFound,
-    EvidenceTooLarge,
-    HandoffError,
-    InvalidTicket,
-    TicketNotFound,
-    TicketStoreUnavailable,
-)
+from handoff.errors import HandoffError, TicketStoreUnavailable
 from handoff.evidence import EvidenceStore
 from handoff.live import Events, InProcessEvents, RedisEvents
+from handoff.privacy_api import routes as privacy_routes
+from handoff.reports_api import routes as report_routes
 from handoff.routing import Routing
+from handoff.scheduler import Scheduler
 from handoff.sla import Clock, SlaPolicy, system_clock
+from handoff.survey_web import SurveyForm, SurveyLinks, load_secret
 from handoff.tickets import TicketStore
 from handoff.users import CASEWORK_ROLES, Role, User, UserStore
 from handoff.wording import WordingGuard
@@ -64,6 +65,7 @@ from knowledge_base.errors import KnowledgeBaseError, StoreUnavailable
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from bot.session import RedisDeduplicator
     from knowledge_base.retrieval import Searcher
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 ANALYZER = web.AppKey("analyzer", Triager)  # nlp.analyzer.Analyzer
 _OPTIONS = web.AppKey("options", dict)
 CHANNELS = web.AppKey("channels", list)  # the ChannelAdapters mounted besides the web chat
+AFTERCARE = web.AppKey("aftercare", Aftercare)  # progress updates, confirmation, survey jobs
+OUTBOUND = web.AppKey("outbound", RedisOutbound)  # the durable reply queue, with REDIS_URL
+# Never through the outbound queue: the web chat's outbox is durable itself, WeChat's passive
+# reply is sent within the request, and a mail stays unread on the server until answered.
+_INLINE_CHANNELS = frozenset({WEBCHAT_CHANNEL, WECHAT_CHANNEL, MAIL_CHANNEL})
 
 ROUTING_FILE = "routing.yaml"  # in the data directory: the category -> department table
 # The pub/sub channel of live console events, under the Redis key prefix (a channel, no TTL).
@@ -85,6 +92,10 @@ WORDING_FILE = "wording.yaml"  # in the data directory: the banned promises, one
 # ---- errors ---------------------------------------------------------------------------------
 
 _RETRY = {"Retry-After": "5"}
+# Connections of the dispatcher's Redis pool per process, and the seconds a command waits for
+# one when all are busy (then SessionError: 503 with Retry-After).
+REDIS_CONNECTIONS = 100
+REDIS_POOL_WAIT = 10.0
 
 
 def _status(exc: Exception) -> tuple[int, str]:
@@ -92,19 +103,13 @@ def _status(exc: Exception) -> tuple[int, str]:
     match exc:
         case WebChatError():
             return exc.status, str(exc)
-        case EvidenceTooLarge():
-            return 413, str(exc)
-        case TicketNotFound() | EvidenceNotFound():
-            return 404, str(exc)
-        case InvalidTicket():
-            return 400, str(exc)
         case LockTimeout():
             return 503, "the conversation is busy; send the message again with the same message_id"
         case ChannelError():
             return 503, f"{exc}; send the message again with the same message_id"
-        case TicketStoreUnavailable() | StoreUnavailable() | SessionError():
+        case StoreUnavailable() | SessionError():
             return 503, "a database the bot needs is unavailable; try again shortly"
-        case HandoffError() | KnowledgeBaseError():
+        case KnowledgeBaseError():
             return 500, "the request could not be completed"
     return 500, "internal error"
 
@@ -123,6 +128,10 @@ async def error_middleware(request: web.Request,
         return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
     except asyncio.CancelledError:
         raise
+    except HandoffError as exc:
+        # The handoff package owns the mapping of its errors, so a Forbidden or an
+        # InvalidTransition raised by any route gets the status the ticket API documents.
+        return error_response(exc)
     except Exception as exc:
         status, message = _status(exc)
         if status >= 500:
@@ -209,33 +218,51 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     locks: LockStore
     dedup: Deduplicator
     redis: Redis | None = None
+    redis_dedup: RedisDeduplicator | None = None
     if settings.redis_url:
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
         from bot.session import RedisDeduplicator, RedisLockStore, RedisSessionStore
 
-        redis = Redis.from_url(settings.redis_url)
-        keys = Keys(app[_OPTIONS].get("redis_prefix") or Keys().prefix)
+        # redis-py's default pool fails at once ("Too many connections") past 100 commands
+        # in flight, i.e. under a few hundred concurrent conversations: wait for a connection.
+        redis = Redis.from_pool(BlockingConnectionPool.from_url(  # closed with the client
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT))
+        keys = _keys(app)
         sessions = RedisSessionStore(redis, keys=keys)
         locks = RedisLockStore(redis, keys=keys)
-        dedup = RedisDeduplicator(redis, keys=keys)
+        dedup = redis_dedup = RedisDeduplicator(redis, keys=keys)
     else:
         from bot.session import InMemoryDeduplicator, InMemoryLockStore, InMemorySessionStore
 
         sessions, locks, dedup = (InMemorySessionStore(), InMemoryLockStore(),
                                   InMemoryDeduplicator())
-    desk = SqlTicketDesk(app[TICKETS], _routing(settings), events=app[EVENTS])
+    # A message handled again after a crash adds its transcript lines once (bot/replay.py).
+    desk = ReplaySafeDesk(app[TICKETS], _routing(settings), events=app[EVENTS],
+                           due=app[CASEWORK].sla.due, aftercare=app[AFTERCARE])
     engine = Engine(app[ANALYZER], app[KNOWLEDGE_BASE], desk, config=EngineConfig())
     webchat = app[WEBCHAT]
     adapters: list[ChannelAdapter] = app[CHANNELS]
     outputs = {name: GuardedOutput(output, app[CASEWORK]) for name, output in
                {WEBCHAT_CHANNEL: webchat.output, **{a.name: a.output for a in adapters}}.items()}
-    app[DISPATCHER] = Dispatcher(engine, sessions, locks, dedup, outputs)
+    outbound: RedisOutbound | None = None
+    queued: set[str] = set()
+    if redis is not None and redis_dedup is not None:
+        # Replies to the other channels go through the durable outbound stream.
+        queued = {a.name for a in adapters} - _INLINE_CHANNELS
+        outbound = RedisOutbound(redis, redis_dedup, outputs, keys=_keys(app))
+        app[OUTBOUND] = outbound
+    app[DISPATCHER] = Dispatcher(engine, sessions, locks, dedup, outputs, commit=redis_dedup,
+                                 queued=queued)
     for adapter in adapters:
         await adapter.start()
+    if outbound is not None:
+        await outbound.start()
     try:
         yield
     finally:
+        if outbound is not None:
+            await outbound.close()
         for adapter in adapters:
             await adapter.close()
         await webchat.close()
@@ -257,24 +284,60 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
         await events.redis.aclose()
 
 
-async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Check open tickets for SLA breaches periodically (due times live in the database)."""
-    casework = app[CASEWORK]
-    interval = app[SETTINGS].sla_check_seconds
+@contextlib.asynccontextmanager
+async def _every(seconds: float, name: str, step: Callable[[], Awaitable[object]]
+                 ) -> AsyncIterator[None]:
+    """Run `step` every `seconds` in the background while the block runs; a database outage
+    is logged and retried at the next round (the work itself lives in the database)."""
 
     async def loop() -> None:
         while True:
             try:
-                await casework.check_sla()
+                await step()
             except TicketStoreUnavailable as exc:
-                log.error("SLA check failed, retrying in %.0f s: %s", interval, exc)
-            await asyncio.sleep(interval)
+                log.error("%s failed, retrying in %.0f s: %s", name, seconds, exc)
+            await asyncio.sleep(seconds)
 
-    task = asyncio.create_task(loop(), name="sla-check")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    task = asyncio.create_task(loop(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def sla_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Check open tickets for SLA breaches periodically (due times live in the database)."""
+    async with _every(app[SETTINGS].sla_check_seconds, "sla-check", app[CASEWORK].check_sla):
+        yield
+
+
+async def aftercare_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Plan and run the after-care jobs periodically (they live in the database, so every
+    server process may run this loop: each job still runs once)."""
+    async with _every(app[SETTINGS].scheduler_seconds, "aftercare", app[AFTERCARE].tick):
+        yield
+
+
+def _aftercare(settings: Settings, tickets: TicketStore, casework: Casework,
+               clock: Clock) -> tuple[Aftercare, SurveyForm]:
+    from datetime import timedelta
+
+    from channels.mail import CHANNEL as MAIL_CHANNEL
+
+    start, end = settings.survey_window_hours
+    links = SurveyLinks(load_secret(settings.data_dir, settings.secret),
+                        settings.public_url or f"http://{settings.host}:{settings.port}",
+                        clock=clock)
+    policy = AftercarePolicy(
+        update_every=timedelta(days=settings.update_days),
+        survey_window=(timedelta(hours=start), timedelta(hours=end)),
+        quiet_hours=settings.quiet_hours, timezone=settings.timezone,
+        link_channels=frozenset({MAIL_CHANNEL}))
+    aftercare = Aftercare(tickets, casework, Scheduler(tickets, clock=clock), policy=policy,
+                          survey_link=links.url)
+    return aftercare, SurveyForm(links, aftercare)
 
 
 class GuardedOutput:
@@ -291,6 +354,17 @@ class GuardedOutput:
             await self._casework.check_bot_message(conversation.channel, conversation.chat_id,
                                                    message.text)
         await self._output.send(message)
+
+    async def send_once(self, message: OutgoingMessage, key: str) -> None:
+        """Send by key (stored or sent once) when the channel's output takes a key."""
+        if message.author is not Author.AGENT:
+            conversation = message.conversation
+            await self._casework.check_bot_message(conversation.channel, conversation.chat_id,
+                                                   message.text)
+        if isinstance(self._output, IdempotentOutput):
+            await self._output.send_once(message, key)
+        else:
+            await self._output.send(message)
 
 
 class KnowledgeBaseReplies:
@@ -322,6 +396,12 @@ class DispatcherRelay:
                     author: Author) -> None:
         await self._app[DISPATCHER](IncomingMessage(
             ConversationRef(channel, chat_id), text, message_id, author=author))
+
+
+def _keys(app: web.Application) -> Keys:
+    """The Redis keys: the prefix create_app was given, else INTAKEBOT_REDIS_PREFIX."""
+    prefix = app[_OPTIONS].get("redis_prefix") or app[SETTINGS].redis_prefix
+    return Keys(prefix) if prefix else Keys()
 
 
 def _routing(settings: Settings) -> Routing:
@@ -409,7 +489,7 @@ def create_app(
         from redis.asyncio import Redis
 
         # Several server processes: every console hears every event through Redis pub/sub.
-        keys = Keys(redis_prefix) if redis_prefix else Keys()
+        keys = _keys(app)
         events = RedisEvents(Redis.from_url(settings.redis_url), keys.console_events)
     app[EVENTS] = events
     app[USERS] = UserStore(tickets.engine)
@@ -418,19 +498,25 @@ def create_app(
     app[CASEWORK] = Casework(
         tickets, DispatcherRelay(app), events,
         guard=WordingGuard.load(settings.data_dir / WORDING_FILE),
-        sla=SlaPolicy(resolution_hours=settings.resolution_hours),
+        sla=SlaPolicy(resolution_hours=settings.resolution_hours,
+                      business_hours=settings.business_hours),
         approval_threshold=settings.approval_threshold,
         first_response_hours=settings.first_response_hours, routing=_routing(settings),
         clock=clock or system_clock)
+    app[AFTERCARE], survey_form = _aftercare(settings, tickets, app[CASEWORK],
+                                             clock or system_clock)
 
     app.cleanup_ctx.extend([tickets_ctx, events_ctx, knowledge_base_ctx, analyzer_ctx,
-                            dispatcher_ctx, sla_ctx])
+                            dispatcher_ctx, sla_ctx, aftercare_ctx])
+    app.add_routes(survey_form.routes("/survey"))
     app.router.add_get("/healthz", healthz)
     app.add_routes(webchat.routes("/api/webchat"))
     app.add_routes(webchat.page_routes("/chat"))
     app.add_routes(kb_routes("/api/kb"))
     app.add_routes(console_routes("/api"))
+    app.add_routes(privacy_routes("/api"))
     app.add_routes(console_page_routes("/console"))
+    app.add_routes(report_routes("/api", "/console/reports"))
     app.router.add_get("/api/channels/dead-letters",
                        staff_endpoint(dead_letters, CASEWORK_ROLES | {Role.ADMIN}))
     adapters = (channels or configured_channels(settings, evidence))(on_message)
@@ -446,6 +532,9 @@ async def dead_letters(request: web.Request, _user: User) -> web.Response:
     for adapter in request.app[CHANNELS]:
         if isinstance(adapter, WebhookChannel):
             entries += [{"channel": adapter.name, **e} for e in await adapter.dead_letters.list()]
+    if OUTBOUND in request.app:
+        entries += [{"channel": "outbound", **e}
+                    for e in await request.app[OUTBOUND].dead_letters()]
     return web.json_response({"dead_letters": entries})
 
 
@@ -462,7 +551,8 @@ def configured_channels(settings: Settings, evidence: EvidenceStore
             adapters.append(TelegramChannel(settings.telegram, on_message, files=evidence))
         if settings.webhook is not None:
             adapters.append(WebhookChannel(settings.webhook, on_message, files=evidence,
-                                           data_dir=settings.data_dir))
+                                           data_dir=settings.data_dir,
+                                           queued=settings.redis_url is None))
         if settings.wechat is not None:
             adapters.append(WeChat(settings.wechat, on_message, files=evidence))
         if settings.mail is not None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from handoff.report_cli import report as report_command
+from handoff.retention_cli import Locations
+from handoff.retention_cli import register as register_privacy
 from knowledge_base.cli import app as kb_app
 from nlp.cli import app as nlp_app
 
@@ -17,6 +20,16 @@ app.add_typer(nlp_app, name="nlp")
 app.add_typer(kb_app, name="kb")
 users_app = typer.Typer(help="Staff users of the agent console.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+
+
+def _locations() -> Locations:
+    from bot.settings import Settings
+
+    settings = Settings.from_env()
+    return Locations(settings.database_url, settings.data_dir)
+
+
+register_privacy(app, _locations)  # `retention …` and `customer …`
 
 
 @users_app.command("add")
@@ -58,12 +71,24 @@ def users_add(
 def serve(
     host: str | None = typer.Option(None, help="Interface to listen on (INTAKEBOT_HOST)."),
     port: int | None = typer.Option(None, help="Port to listen on (PORT or INTAKEBOT_PORT)."),
+    telegram_polling: bool = typer.Option(
+        False, "--telegram-polling",
+        help="Fetch Telegram updates with getUpdates instead of a webhook (development; "
+             "the same as TELEGRAM_POLLING=1)."),
 ) -> None:
     """Run the whole product: web chat, APIs and consoles, on embedded defaults."""
+    import os
+
     from bot.app import run
     from bot.settings import Settings
 
-    settings = Settings.from_env()
+    env = dict(os.environ)
+    if telegram_polling:
+        if not env.get("TELEGRAM_BOT_TOKEN", "").strip():
+            typer.echo("error: --telegram-polling needs TELEGRAM_BOT_TOKEN", err=True)
+            raise typer.Exit(2)
+        env["TELEGRAM_POLLING"] = "1"
+    settings = Settings.from_env(env)
     run(settings, host=host or settings.host, port=port or settings.port)
 
 
@@ -76,6 +101,9 @@ def chat() -> None:
     from bot.terminal import run
 
     asyncio.run(run(Settings.from_env()))
+
+
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -1,18 +1,25 @@
 """The dispatcher: the OnMessage callback every channel gets.
 
-For each message: drop a redelivery (answering it with the replies of the first delivery), take
-the conversation's lock, load the session, let the engine handle the message, store the new
-session, and only then send the replies through the channel's output. The replies are recorded
-before they are sent, with a count of those delivered, so a redelivery after a failed send sends
-the rest instead of handling the message twice.
+For each message, under the conversation's lock: answer a redelivery from the record of the
+first delivery (sending what was not sent yet), else load the session, let the engine handle the
+message, and store the new session together with the record of the message's replies, in one
+atomic write where the stores allow it (`RedisDeduplicator.commit`). Only then are the replies
+sent: through the channel's output right away, or, for the channels the wiring queues, by the
+durable outbound queue (`bot.outbound.RedisOutbound`), which the same write fed.
+
+A message with no record was never handled, or its handler died before the write: it is
+handled (again) on the session as it was. So a channel may acknowledge a message once the
+dispatcher returns: handling is at least once, and its effects once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Protocol
 
+from bot.outbound import reply_key, send_reply
 from bot.session import Deduplicator, Delivery, LockStore, Session, SessionStore, dedup_key
 from channels.base import ChannelError, OutputChannel
 from channels.messages import IncomingMessage, OutgoingMessage
@@ -27,6 +34,13 @@ class ConversationEngine(Protocol):
                      ) -> tuple[Session, list[OutgoingMessage]]: ...
 
 
+class Committer(Protocol):
+    """A de-duplicator that stores the session with the record in one atomic write."""
+
+    async def commit(self, key: str, delivery: Delivery, session: Session, *,
+                     queue: bool = False) -> Delivery: ...
+
+
 class UndeliveredReply(ChannelError):
     """A reply could not be sent; the session was stored and a redelivery sends the rest."""
 
@@ -38,15 +52,29 @@ def _mask(text: str) -> str:
 
 
 class Dispatcher:
-    """Handles each message once, one at a time per conversation, and sends the replies."""
+    """Handles each message once, one at a time per conversation, and sends the replies.
+
+    Args:
+        engine: handles a message on a session.
+        sessions, locks, dedup: the conversation state stores (all in process, or all Redis).
+        outputs: the channels' outputs by name.
+        commit: the atomic session + record write (the Redis de-duplicator); without it the
+            two are written one after the other, which is enough for state kept in process.
+        queued: the channels whose replies the outbound queue sends (needs `commit`).
+    """
 
     def __init__(self, engine: ConversationEngine, sessions: SessionStore, locks: LockStore,
-                 dedup: Deduplicator, outputs: Mapping[str, OutputChannel]) -> None:
+                 dedup: Deduplicator, outputs: Mapping[str, OutputChannel], *,
+                 commit: Committer | None = None, queued: Collection[str] = ()) -> None:
+        if queued and commit is None:
+            raise ValueError("queued channels need an atomic commit (the Redis stores)")
         self._engine = engine
         self._sessions = sessions
         self._locks = locks
         self._dedup = dedup
         self._outputs = outputs
+        self._commit = commit
+        self._queued = frozenset(queued)
 
     async def __call__(self, message: IncomingMessage) -> list[OutgoingMessage]:
         """Handle one message and send its replies; the replies are returned as well.
@@ -55,40 +83,54 @@ class Dispatcher:
             UndeliveredReply: (a ChannelError) a reply could not be sent. The session is
                 stored; delivering the same message again sends the replies not yet sent.
             bot.session.LockTimeout: the conversation stayed busy too long; nothing changed.
+            bot.session.SessionError: a store is unavailable; a redelivery is handled afresh.
         """
         conversation = message.conversation
         key = dedup_key(conversation, message.message_id) if message.message_id else None
         async with self._locks.lock(conversation.key):
             if key is not None:
-                earlier = await self._dedup.claim(key)
+                earlier = await self._dedup.find(key)
                 if earlier is not None:
                     log.info("message %s delivered again; not handled twice", key)
-                    if not earlier.complete:
+                    if not earlier.complete and not self._is_queued(earlier):
                         await self._send(key, earlier)
                     return list(earlier.replies)
-            try:
-                session = await self._sessions.get(conversation.key)
-                new_session, replies = await self._engine.handle(message, session)
-                await self._sessions.put(new_session)
-            except BaseException:
-                if key is not None:
-                    await self._dedup.release(key)  # not handled: a redelivery may try again
-                raise
+                # Handled again after a crash: the same time, so the same transcript lines.
+                first = await self._dedup.first_seen(key, message.received_at)
+                if first != message.received_at:
+                    message = replace(message, received_at=first)
+            session = await self._sessions.get(conversation.key)
+            new_session, replies = await self._engine.handle(message, session)
             delivery = Delivery(tuple(replies))
-            if key is not None:
-                await self._dedup.record(key, delivery)
-            await self._send(key, delivery)
-            return replies
+            queue = key is not None and self._is_queued(delivery)
+            delivery = await self._store(key, new_session, delivery, queue)
+            if not queue:
+                await self._send(key, delivery)
+            return list(delivery.replies)
+
+    def _is_queued(self, delivery: Delivery) -> bool:
+        return bool(delivery.replies) and all(
+            reply.conversation.channel in self._queued for reply in delivery.replies)
+
+    async def _store(self, key: str | None, session: Session, delivery: Delivery,
+                     queue: bool) -> Delivery:
+        if key is None:
+            await self._sessions.put(session)
+            return delivery
+        if self._commit is not None:
+            # Another handler of the same message may have finished first (its lock lease ran
+            # out): then nothing was written and its replies are the answer.
+            return await self._commit.commit(key, delivery, session, queue=queue)
+        await self._sessions.put(session)
+        await self._dedup.record(key, delivery)
+        return delivery
 
     async def _send(self, key: str | None, delivery: Delivery) -> None:
         for index in range(delivery.sent, len(delivery.replies)):
             reply = delivery.replies[index]
-            channel = reply.conversation.channel
             try:
-                output = self._outputs.get(channel)
-                if output is None:
-                    raise ChannelError(f"no output channel named {channel!r}")
-                await output.send(reply)
+                await send_reply(self._outputs, reply,
+                                 reply_key(key, index) if key is not None else None)
             except Exception as exc:
                 log.error("could not send to %s: %s (%s)", reply.conversation.key,
                           _mask(reply.text), _mask(str(exc)))

@@ -15,6 +15,7 @@ person at once; while a person has the conversation the engine only keeps the re
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,9 +24,11 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.replies import Replies, default_replies
-from bot.session import Ask, Assessment, Form, Line, Session, State
+from bot.session import Ask, Assessment, Form, Line, Question, Session, State
 from channels.messages import Author, IncomingMessage, OutgoingMessage
+from handoff.errors import InvalidTicket, TicketNotFound
 from handoff.intake import EvidenceRef, HandoffReason, TicketDesk, TicketDraft, TranscriptLine
+from handoff.survey import ASPECTS, MAX_SUGGESTION, QUESTIONS, SCORES
 from knowledge_base.retrieval import SearchHit, SearchResult
 from nlp.labels import Category, Demand, Emotion, Intent, Lang, Priority
 from nlp.normalize import clean, detect_lang, to_simplified, to_traditional
@@ -34,6 +37,12 @@ from nlp.triage import Context, Triage
 # System messages (author=system) that other parts of the product send into a conversation.
 TAKEOVER = "/takeover"  # an agent takes the conversation: the bot falls silent
 HANDBACK = "/handback"  # the agent gives it back: the bot carries on, with what it knew
+# After-care (handoff.aftercare), each with a JSON payload: ticket_id, number, lang, ...
+NOTIFY = "/notify"  # tell the customer a stage change or a progress update ("event")
+CONFIRM = "/confirm"  # ask whether the resolved problem is solved (yes / no)
+SURVEY = "/survey"  # the satisfaction survey: questions with buttons, or a "link" to a form
+NOTIFY_EVENTS = frozenset({"assigned", "investigating", "awaiting_approval", "reopened",
+                           "closed", "update"})
 
 
 class EngineError(Exception):
@@ -86,6 +95,10 @@ _HANDOFF_REPLY = {
     HandoffReason.NO_KB_ANSWER: "handoff_no_answer",
     HandoffReason.NEEDS_INVESTIGATION: "receipt",
 }
+_SHORT_ANSWER = 4  # a survey answer this short that fits no option is a slip: ask again
+_SCORE = re.compile(r"^([1-5])(?:分|星|points?|stars?)?$")
+_SOLVED = re.compile(r"^(?:已解决|解决了|已经解决了?|好了|收到了|到账了|solved|itssolved|yesitis)$")
+_UNSOLVED = re.compile(r"^(?:未解决|没有解决|还没解决|还没有解决|没收到|没到账|notsolved|notyet)$")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SUMMARY_DESCRIPTION = 120
 
@@ -197,6 +210,7 @@ class _Turn:
     incoming: Line | None = None  # the customer's or agent's line, as the transcript keeps it
     replies: list[tuple[OutgoingMessage, Line | None]] = field(default_factory=list)
     registered_at: int | None = None  # how many replies were said before a ticket existed
+    forgot_ticket: bool = False  # the session let go of its closed ticket during this turn
 
     def add(self, reply: OutgoingMessage, line: Line | None) -> None:
         self.replies.append((reply, line))
@@ -230,6 +244,8 @@ class Engine:
             The session to store, and the replies to send, in order.
         """
         s = session or Session.new(message.conversation, message.received_at)
+        if message.author is Author.CUSTOMER:
+            s = await self._forget_closed(s)
         had_ticket = s.ticket_id is not None
         turn = _Turn(message)
         if message.author is Author.AGENT:
@@ -239,7 +255,7 @@ class Engine:
         else:
             s = await self._customer(s, turn)
         s = s.with_lines(*turn.lines)
-        await self._sync_ticket(s, turn, had_ticket)
+        await self._sync_ticket(s, turn, had_ticket and not turn.forgot_ticket)
         s = replace(s, revision=s.revision + 1, updated_at=message.received_at)
         return s, [reply for reply, _ in turn.replies]
 
@@ -257,6 +273,9 @@ class Engine:
 
     async def _system(self, s: Session, turn: _Turn) -> Session:
         command = turn.message.text.strip()
+        name, _, payload = command.partition(" ")
+        if name in (NOTIFY, CONFIRM, SURVEY):
+            return self._aftercare(s, turn, name, payload)
         if command == TAKEOVER:
             return replace(s, state=State.WITH_AGENT, pending=None)
         if command != HANDBACK:
@@ -280,9 +299,16 @@ class Engine:
         if m.attachments:
             s = replace(s, evidence=(*s.evidence, *(
                 EvidenceRef(a.filename, a.content_type, a.sha256, a.size) for a in m.attachments)))
+        text = clean(m.text)
+        if s.question is not None and text:
+            # The bot's own question: answered even while an agent has the conversation.
+            answered = await self._answer(s, s.question, text, turn)
+            if answered is not None:
+                return answered
+            s = await self._forget_closed(replace(s, question=None))
+            turn.forgot_ticket = s.ticket_id is None
         if s.state is State.WITH_AGENT:
             return s  # the agent reads it in the ticket; the bot does not talk over them
-        text = clean(m.text)
         if m.attachments:
             self._say(s, turn, "evidence_received", count=len(m.attachments))
         if not text:
@@ -683,6 +709,119 @@ class Engine:
             return
         for line in lines:
             await self._desk.append(s.channel, s.chat_id, _transcript_line(line))
+
+    # ---- after-care ------------------------------------------------------------------------
+
+    async def _forget_closed(self, s: Session) -> Session:
+        """A closed ticket takes no more lines: the customer's next message starts afresh."""
+        if (s.ticket_id is None or s.question is not None
+                or s.state not in (State.REGISTERED, State.WITH_AGENT)):
+            return s
+        if await self._desk.ticket_open(s.ticket_id):
+            return s
+        return s.restarted()
+
+    def _aftercare(self, s: Session, turn: _Turn, name: str, text: str) -> Session:
+        """Say what an after-care command asks for, and remember a question."""
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
+            raise UnknownCommand(f"{name} needs a JSON payload: {exc}") from exc
+        if not isinstance(payload, dict) or not all(
+                isinstance(payload.get(k), str) and payload[k] for k in ("ticket_id", "number")):
+            raise UnknownCommand(f"{name} needs ticket_id and number")
+        if s.lang is None and payload.get("lang") in {lang.value for lang in Lang}:
+            s = replace(s, lang=Lang(payload["lang"]))  # the session expired: the ticket knows
+        number = payload["number"]
+        if name == NOTIFY:
+            event = payload.get("event")
+            if event not in NOTIFY_EVENTS:
+                raise UnknownCommand(f"{NOTIFY}: unknown event {event!r}")
+            status = str(payload.get("status") or "new")
+            stage = self._label(s, f"stage.{status}") if f"stage.{status}" in \
+                self._replies.labels else status
+            self._say(s, turn, f"notify_{event}", number=number, stage=stage)
+            return s
+        question = Question(name[1:], payload["ticket_id"], number)
+        if name == CONFIRM:
+            self._say(s, turn, "confirm_solved", number=number, buttons=self._yes_no(s))
+            return replace(s, question=question)
+        link = payload.get("link")
+        if isinstance(link, str) and link:
+            self._say(s, turn, "survey_link", number=number, link=link)
+            return s
+        self._say(s, turn, "survey_intro", number=number)
+        return self._ask_survey(s, replace(question, step=QUESTIONS[0]), turn)
+
+    def _ask_survey(self, s: Session, question: Question, turn: _Turn) -> Session:
+        step = question.step
+        stop = self._label(s, "button.survey_stop")
+        if step in SCORES:
+            buttons: tuple[str, ...] = (*(str(n) for n in range(1, 6)), stop)
+        elif step == "suggestion":
+            buttons = (self._label(s, "button.skip"),)
+        else:
+            buttons = (*(self._label(s, f"aspect.{a}") for a in ASPECTS), stop)
+        self._say(s, turn, f"survey_{step}", buttons=buttons)
+        return replace(s, question=question)
+
+    async def _answer(self, s: Session, question: Question, text: str, turn: _Turn
+                      ) -> Session | None:
+        """The customer's answer to the bot's question; None when the message is not one."""
+        plain = _plain(text)
+        number = question.number
+        if question.kind == "confirm":
+            yes = self._replies.label_matches(text, "button.yes") or bool(
+                _YES.match(plain) or _SOLVED.match(plain))
+            no = self._replies.label_matches(text, "button.no") or bool(
+                _NO.match(plain) or _UNSOLVED.match(plain))
+            if yes == no:  # neither (or both): the text goes to the ticket, the question stays
+                self._say(s, turn, "confirm_again", number=number, buttons=self._yes_no(s))
+                return s
+            s = replace(s, question=None)
+            if not await self._desk.answer_confirmation(question.ticket_id, yes):
+                self._say(s, turn, "confirm_outdated", number=number)
+                return s
+            if yes:
+                self._say(s, turn, "confirm_closed", number=number)
+                return s.restarted()
+            self._say(s, turn, "confirm_reopened", number=number)
+            return replace(s, state=State.REGISTERED, ticket_id=question.ticket_id,
+                           ticket_number=number)
+        if self._replies.label_matches(text, "button.survey_stop"):
+            self._say(s, turn, "survey_stopped")
+            return replace(s, question=None)
+        step = question.step
+        value: int | str | None
+        if step == "suggestion":
+            skip = self._replies.label_matches(text, "button.skip")
+            value = None if skip else turn.message.text.strip()[:MAX_SUGGESTION]
+        elif step in SCORES:
+            match = _SCORE.match(plain)
+            value = int(match[1]) if match else None
+        else:
+            value = next((a for a in ASPECTS if self._replies.label_matches(text, f"aspect.{a}")),
+                         None)
+        if value is None and step != "suggestion":
+            if len(plain) > _SHORT_ANSWER:
+                return None  # something else entirely: the survey ends, the message is handled
+            self._say(s, turn, "survey_invalid")
+            return self._ask_survey(s, question, turn)
+        try:
+            second = await self._desk.answer_survey(question.ticket_id, {step: value})
+        except (InvalidTicket, TicketNotFound):
+            self._say(s, turn, "survey_stopped")
+            return replace(s, question=None)
+        if second:
+            self._say(s, turn, "survey_second_handling", number=number)
+        following = QUESTIONS.index(step) + 1
+        if following == len(QUESTIONS):
+            self._say(s, turn, "survey_thanks")
+            return replace(s, question=None)
+        return self._ask_survey(s, replace(question, step=QUESTIONS[following]), turn)
+
+    def _yes_no(self, s: Session) -> tuple[str, str]:
+        return self._label(s, "button.yes"), self._label(s, "button.no")
 
     # ---- saying things ---------------------------------------------------------------------
 

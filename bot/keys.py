@@ -38,6 +38,25 @@ class Keys:
         """The record of a handled message (conversation key + the channel's message id)."""
         return f"{self.prefix}dedup:{message}"
 
+    def seen(self, message: str) -> str:
+        """When a message was first received, so handling it again gives the same lines."""
+        return f"{self.prefix}seen:{message}"
+
+    @property
+    def outbound(self) -> str:
+        """The stream of handled messages whose replies the senders deliver (bot.outbound);
+        acknowledged entries are deleted and the stream is capped, so it needs no TTL."""
+        return f"{self.prefix}outbound"
+
+    @property
+    def outbound_dead(self) -> str:
+        """The stream of replies that failed for good (capped, for staff to follow up)."""
+        return f"{self.prefix}outbound:dead"
+
+    def outbound_attempts(self, entry: str) -> str:
+        """How often an outbound entry was tried (a counter with the record's TTL)."""
+        return f"{self.prefix}outbound:attempts:{entry}"
+
     @property
     def console_events(self) -> str:
         """The pub/sub channel every agent console of every process listens on."""

@@ -167,6 +167,29 @@ class Line:
 
 
 @dataclass(frozen=True, slots=True)
+class Question:
+    """An after-care question the bot asked and awaits an answer to (handoff.aftercare).
+
+    `kind` is confirm (is the resolved problem solved?) or survey; `step` is the survey
+    question (handoff.survey.QUESTIONS) the next answer is for.
+    """
+
+    kind: str
+    ticket_id: str
+    number: str
+    step: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ticket_id": self.ticket_id, "number": self.number,
+                "step": self.step}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Question:
+        return cls(kind=data["kind"], ticket_id=data["ticket_id"], number=data["number"],
+                   step=data.get("step", ""))
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """Everything the engine remembers about one conversation between two messages."""
 
@@ -190,6 +213,7 @@ class Session:
     evidence: tuple[EvidenceRef, ...] = ()
     transcript: tuple[Line, ...] = ()
     revision: int = 0  # +1 per handled message; the stores refuse to overwrite a newer one
+    question: Question | None = None  # an after-care question awaiting the customer's answer
 
     @classmethod
     def new(cls, conversation: ConversationRef, now: datetime) -> Session:
@@ -232,6 +256,7 @@ class Session:
             "evidence": [_evidence_json(e) for e in self.evidence],
             "transcript": [line.to_json() for line in self.transcript],
             "revision": self.revision,
+            "question": self.question.to_json() if self.question else None,
         }
 
     @classmethod
@@ -255,6 +280,7 @@ class Session:
             evidence=tuple(EvidenceRef(**e) for e in data["evidence"]),
             transcript=tuple(Line.from_json(x) for x in data["transcript"]),
             revision=int(data["revision"]),
+            question=Question.from_json(data["question"]) if data.get("question") else None,
         )
 
     def dumps(self) -> str:
@@ -361,17 +387,20 @@ class RedisSessionStore:
         self._put = redis.register_script(_PUT_SESSION)
 
     async def get(self, key: str) -> Session | None:
-        text = await self._redis.get(self._keys.session(key))
+        async with redis_errors("reading a session"):
+            text = await self._redis.get(self._keys.session(key))
         return Session.loads(text) if text is not None else None
 
     async def put(self, session: Session) -> None:
-        written = await self._put(keys=[self._keys.session(session.key)],
-                                  args=[session.dumps(), session.revision, self._ttl])
+        async with redis_errors("storing a session"):
+            written = await self._put(keys=[self._keys.session(session.key)],
+                                      args=[session.dumps(), session.revision, self._ttl])
         if not written:
             raise StaleSession(session.key)
 
     async def delete(self, key: str) -> None:
-        await self._redis.delete(self._keys.session(key))
+        async with redis_errors("deleting a session"):
+            await self._redis.delete(self._keys.session(key))
 
 
 # ---- locks ---------------------------------------------------------------------------------
@@ -423,8 +452,8 @@ class InMemoryLockStore:
                 del self._locks[key]
 
 
-# Delete a key only while it still holds our value: releases a lock or a pending claim without
-# touching one another process has taken over since.
+# Delete a key only while it still holds our value: releases a lock without touching one
+# another process has taken over since.
 _DELETE_IF_OURS = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -458,7 +487,10 @@ class RedisLockStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         delay = self._poll
-        while not await self._redis.set(name, token, nx=True, px=self._lease_ms):
+        while True:
+            async with redis_errors("taking a conversation lock"):
+                if await self._redis.set(name, token, nx=True, px=self._lease_ms):
+                    break
             if loop.time() >= deadline:
                 raise LockTimeout(key)
             await asyncio.sleep(delay)
@@ -466,7 +498,9 @@ class RedisLockStore:
         try:
             yield
         finally:
-            if not await self._release(keys=[name], args=[token]):
+            async with redis_errors("releasing a conversation lock"):
+                released = await self._release(keys=[name], args=[token])
+            if not released:
                 log.warning("the lock of %s expired before it was released", key)
 
 
@@ -492,9 +526,12 @@ class Delivery:
         return cls(replies=tuple(_outgoing_from_json(m) for m in data["replies"]),
                    sent=int(data["sent"]))
 
+    def dumps(self) -> str:
+        return _dumps(self.to_json())
 
-# Stored while a message is being handled: its replies do not exist yet.
-_PENDING = "pending"
+    @classmethod
+    def loads(cls, text: str | bytes) -> Delivery:
+        return cls.from_json(json.loads(text))
 
 
 def _outgoing_json(m: OutgoingMessage) -> dict[str, Any]:
@@ -521,31 +558,38 @@ def dedup_key(conversation: ConversationRef, message_id: str) -> str:
 
 
 class Deduplicator(Protocol):
-    """Remembers handled messages and their replies, so a redelivery is not handled again."""
+    """Remembers handled messages and their replies, so a redelivery is not handled again.
 
-    async def claim(self, key: str) -> Delivery | None:
-        """None when the message is new (it is now claimed); else what handling it produced
-        (no replies yet while another process is still handling it)."""
+    Called under the conversation's lock: a message that has no record yet was never handled,
+    or its handler died (or failed) before recording it, and is handled (again) by the caller.
+    """
+
+    async def find(self, key: str) -> Delivery | None:
+        """What handling the message produced, or None when it has not been handled."""
         ...
 
     async def record(self, key: str, delivery: Delivery) -> None:
-        """Store the replies of a claimed message and how many were sent."""
+        """Store the replies of a handled message and how many were sent."""
         ...
 
-    async def release(self, key: str) -> None:
-        """Drop a claim whose handling failed, so a redelivery is handled afresh."""
+    async def first_seen(self, key: str, at: datetime) -> datetime:
+        """When the message was first received: `at` the first time, the same time after.
+
+        Handling a message again after a crash then yields the very same transcript lines,
+        which the ticket desk adds once (`bot.replay.ReplaySafeDesk`).
+        """
         ...
 
 
 class InMemoryDeduplicator:
     """Handled message ids in this process, forgotten after the TTL."""
 
-    def __init__(self, *, ttl: timedelta = DEDUP_TTL, claim_ttl: timedelta = LOCK_LEASE,
+    def __init__(self, *, ttl: timedelta = DEDUP_TTL,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl.total_seconds()
-        self._claim_ttl = claim_ttl.total_seconds()
         self._clock = clock
-        self._items: OrderedDict[str, tuple[float, Delivery | None]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Delivery]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[float, datetime]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -558,58 +602,115 @@ class InMemoryDeduplicator:
                 break
             del self._items[key]
 
-    def _get(self, key: str) -> tuple[float, Delivery | None] | None:
-        item = self._items.get(key)
-        if item is not None and item[0] <= self._clock():
-            del self._items[key]
-            return None
-        return item
-
-    async def claim(self, key: str) -> Delivery | None:
+    async def find(self, key: str) -> Delivery | None:
         self._prune()
-        item = self._get(key)
-        if item is not None:
-            return item[1] if item[1] is not None else Delivery(replies=(), sent=0)
-        self._items[key] = (self._clock() + self._claim_ttl, None)
-        return None
+        item = self._items.get(key)
+        return item[1] if item is not None else None
 
     async def record(self, key: str, delivery: Delivery) -> None:
         self._items.pop(key, None)
         self._items[key] = (self._clock() + self._ttl, delivery)
 
-    async def release(self, key: str) -> None:
-        item = self._items.get(key)
-        if item is not None and item[1] is None:
-            del self._items[key]
+    async def first_seen(self, key: str, at: datetime) -> datetime:
+        now = self._clock()
+        while self._seen and next(iter(self._seen.values()))[0] <= now:
+            self._seen.popitem(last=False)
+        return self._seen.setdefault(key, (now + self._ttl, at))[1]
+
+
+# Store the session (compare-and-set on its revision, as _PUT_SESSION) and the record of the
+# message handled, in one step: a crash leaves either both or neither, so a redelivery is either
+# answered from the record or handled afresh on the old session, never handled twice. With
+# ARGV[6] = "1" the record's key also goes on the outbound stream for the senders.
+# Returns {1} when written, {0} when the session is stale, {2, record} when the message was
+# recorded meanwhile (a handler whose lock lease ran out finished first): nothing is written.
+_COMMIT = """
+local done = redis.call('GET', KEYS[2])
+if done then
+  return {2, done}
+end
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  if tonumber(cjson.decode(cur)['revision']) ~= tonumber(ARGV[2]) - 1 then
+    return {0}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[5])
+if ARGV[6] == '1' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'dedup', ARGV[7])
+end
+return {1}
+"""
+
+OUTBOUND_MAXLEN = 100_000  # entries the outbound stream keeps at most (acknowledged are deleted)
 
 
 class RedisDeduplicator:
-    """`SET key pending NX EX` to claim a message, then its replies as JSON with the long TTL."""
+    """Each handled message's replies as JSON (`SET … EX`), written with the session by `commit`.
+
+    Build it with the same `Keys` as the `RedisSessionStore`: `commit` writes the session too.
+    """
 
     def __init__(self, redis: Redis, *, keys: Keys | None = None,
-                 ttl: timedelta = DEDUP_TTL, claim_ttl: timedelta = LOCK_LEASE) -> None:
+                 ttl: timedelta = DEDUP_TTL, session_ttl: timedelta = SESSION_TTL) -> None:
         self._redis = redis
         self._keys = keys or Keys()
         self._ttl = int(ttl.total_seconds())
-        self._claim_ttl = int(claim_ttl.total_seconds())
-        self._release = redis.register_script(_DELETE_IF_OURS)
+        self._session_ttl = int(session_ttl.total_seconds())
+        self._commit = redis.register_script(_COMMIT)
 
-    async def claim(self, key: str) -> Delivery | None:
-        name = self._keys.dedup(key)
-        for _ in range(3):  # the other claim may expire between SET NX and GET
-            if await self._redis.set(name, _PENDING, nx=True, ex=self._claim_ttl):
-                return None
-            text = await self._redis.get(name)
-            if text is None:
-                continue
-            raw = text.decode() if isinstance(text, bytes) else str(text)
-            if raw == _PENDING:
-                return Delivery(replies=(), sent=0)
-            return Delivery.from_json(json.loads(raw))
-        raise SessionError(f"could not claim message {key}")
+    async def find(self, key: str) -> Delivery | None:
+        async with redis_errors("reading a message record"):
+            text = await self._redis.get(self._keys.dedup(key))
+        return None if text is None else Delivery.loads(text)
 
     async def record(self, key: str, delivery: Delivery) -> None:
-        await self._redis.set(self._keys.dedup(key), _dumps(delivery.to_json()), ex=self._ttl)
+        async with redis_errors("recording a message"):
+            await self._redis.set(self._keys.dedup(key), delivery.dumps(), ex=self._ttl)
 
-    async def release(self, key: str) -> None:
-        await self._release(keys=[self._keys.dedup(key)], args=[_PENDING])
+    async def first_seen(self, key: str, at: datetime) -> datetime:
+        async with redis_errors("recording when a message came"):
+            # SET NX GET: store ours unless one is stored, and get the stored one either way.
+            earlier = await self._redis.set(self._keys.seen(key), at.isoformat(), nx=True,
+                                            get=True, ex=self._ttl)
+        if earlier is None:
+            return at
+        return datetime.fromisoformat(earlier.decode() if isinstance(earlier, bytes)
+                                      else str(earlier))
+
+    async def commit(self, key: str, delivery: Delivery, session: Session, *,
+                     queue: bool = False) -> Delivery:
+        """Store the session and the message's record atomically; with `queue`, also put the
+        message on the outbound stream (`bot.outbound`), whose senders deliver the replies.
+
+        Returns:
+            `delivery`, or the record another handler of the same message stored first (then
+            nothing was written).
+
+        Raises:
+            StaleSession: a newer revision of the session is stored.
+            SessionError: Redis is unavailable.
+        """
+        async with redis_errors("storing the session"):
+            result = await self._commit(
+                keys=[self._keys.session(session.key), self._keys.dedup(key),
+                      self._keys.outbound],
+                args=[session.dumps(), session.revision, self._session_ttl, delivery.dumps(),
+                      self._ttl, "1" if queue else "0", key, OUTBOUND_MAXLEN])
+        if int(result[0]) == 2:
+            return Delivery.loads(result[1])
+        if int(result[0]) == 0:
+            raise StaleSession(session.key)
+        return delivery
+
+
+@asynccontextmanager
+async def redis_errors(doing: str) -> AsyncIterator[None]:
+    """Translate Redis' errors (a lost connection, a time-out) to SessionError (503)."""
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except RedisError as exc:
+        raise SessionError(f"Redis is unavailable ({doing}): {exc}") from exc

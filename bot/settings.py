@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from channels.mail import MailConfig
 from channels.telegram import TelegramConfig
 from channels.webhook import WebhookConfig
 from channels.wechat import WeChatConfig
+
+if TYPE_CHECKING:
+    from handoff.sla import BusinessHours
 
 DEFAULT_DATA_DIR = Path.home() / ".intakebot"
 
@@ -53,12 +58,24 @@ class Settings:
     resolution_hours: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({"high": 24, "medium": 72, "low": 120}))
     sla_check_seconds: float = 60.0  # how often open tickets are checked for SLA breaches
+    # When set, SLA hours count only working time (INTAKEBOT_BUSINESS_HOURS/_DAYS, _TIMEZONE).
+    business_hours: BusinessHours | None = None
     # Channels besides the web chat; each is None (off) unless its variables are set
     # (docs/channels.md).
     telegram: TelegramConfig | None = None
     webhook: WebhookConfig | None = None
     wechat: WeChatConfig | None = None
     mail: MailConfig | None = None
+    # The prefix of every Redis key (INTAKEBOT_REDIS_PREFIX), so deployments can share a Redis.
+    redis_prefix: str | None = None
+    # After-care (docs/aftercare.md): progress updates, the survey, the durable job loop.
+    update_days: float = 3.0  # the longest silence towards a customer while a ticket is open
+    survey_window_hours: tuple[int, int] = (24, 48)  # the survey goes out this long after close
+    quiet_hours: tuple[time, time] | None = (time(22, 0), time(8, 0))  # no updates or surveys
+    timezone: str = "Asia/Shanghai"  # the customers' time zone, for the quiet hours
+    scheduler_seconds: float = 30.0  # how often due jobs are looked for
+    secret: str | None = None  # signs survey links; None: a random one kept in the data dir
+    public_url: str | None = None  # where customers reach the app; None: http://host:port
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,10 +98,13 @@ class Settings:
             resolution_hours=_hours(env, "INTAKEBOT_SLA_RESOLUTION_HOURS",
                                     "high=24,medium=72,low=120"),
             sla_check_seconds=float(env.get("INTAKEBOT_SLA_CHECK_SECONDS") or 60),
+            business_hours=_business_hours(env),
             telegram=TelegramConfig.from_env(env),
             webhook=WebhookConfig.from_env(env),
             wechat=WeChatConfig.from_env(env),
             mail=MailConfig.from_env(env),
+            redis_prefix=env.get("INTAKEBOT_REDIS_PREFIX") or None,
+            **_aftercare(env),
         )
 
 
@@ -96,6 +116,54 @@ def _decimal(text: str, name: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ValueError(f"{name} must be a non-negative number, got {text!r}")
     return value
+
+
+def _business_hours(env: Mapping[str, str]) -> BusinessHours | None:
+    from handoff.sla import DEFAULT_DAYS, DEFAULT_TIMEZONE, BusinessHours
+
+    hours = env.get("INTAKEBOT_BUSINESS_HOURS") or ""
+    if not hours.strip():
+        # INTAKEBOT_TIMEZONE alone is fine: it is also the customers' zone (quiet hours).
+        for name in ("INTAKEBOT_BUSINESS_DAYS",):
+            if env.get(name):
+                raise ValueError(f"{name} needs INTAKEBOT_BUSINESS_HOURS (e.g. 09:00-18:00)")
+        return None
+    try:
+        return BusinessHours.parse(hours, env.get("INTAKEBOT_BUSINESS_DAYS") or DEFAULT_DAYS,
+                                   env.get("INTAKEBOT_TIMEZONE") or DEFAULT_TIMEZONE)
+    except ValueError as exc:
+        raise ValueError(f"INTAKEBOT_BUSINESS_HOURS/_DAYS/INTAKEBOT_TIMEZONE: {exc}") from exc
+
+
+def _aftercare(env: Mapping[str, str]) -> dict[str, Any]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from handoff.aftercare import parse_quiet_hours, parse_window
+
+    try:
+        update_days = float(env.get("INTAKEBOT_UPDATE_DAYS") or 3)
+        scheduler_seconds = float(env.get("INTAKEBOT_SCHEDULER_SECONDS") or 30)
+    except ValueError as exc:
+        raise ValueError(f"INTAKEBOT_UPDATE_DAYS and INTAKEBOT_SCHEDULER_SECONDS are numbers: "
+                         f"{exc}") from exc
+    if not update_days > 0 or not scheduler_seconds > 0:
+        raise ValueError("INTAKEBOT_UPDATE_DAYS and INTAKEBOT_SCHEDULER_SECONDS must be > 0")
+    try:
+        start, end = parse_window(env.get("INTAKEBOT_SURVEY_WINDOW_HOURS") or "24-48")
+        quiet = parse_quiet_hours(env.get("INTAKEBOT_QUIET_HOURS") or "22:00-08:00")
+    except ValueError as exc:
+        raise ValueError(f"INTAKEBOT_SURVEY_WINDOW_HOURS / INTAKEBOT_QUIET_HOURS: {exc}") from exc
+    zone = env.get("INTAKEBOT_TIMEZONE") or "Asia/Shanghai"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"INTAKEBOT_TIMEZONE: unknown time zone {zone!r}") from exc
+    return {"update_days": update_days,
+            "survey_window_hours": (int(start.total_seconds()) // 3600,
+                                    int(end.total_seconds()) // 3600),
+            "quiet_hours": quiet, "timezone": zone, "scheduler_seconds": scheduler_seconds,
+            "secret": env.get("INTAKEBOT_SECRET") or None,
+            "public_url": (env.get("INTAKEBOT_PUBLIC_URL") or "").rstrip("/") or None}
 
 
 def _hours(env: Mapping[str, str], name: str, default: str) -> Mapping[str, int]:

@@ -70,6 +70,7 @@ async def run(settings: Settings, *, read_line: Callable[[str], str] = input,
     """Chat in the terminal on the embedded defaults: the trained triage model, the knowledge
     base and the ticket database of the data directory, sessions in this process."""
     from handoff.desk import SqlTicketDesk
+    from handoff.sla import SlaPolicy
     from handoff.tickets import TicketStore
     from knowledge_base.service import KnowledgeBase, KnowledgeBaseConfig
     from nlp.analyzer import Analyzer
@@ -90,7 +91,8 @@ async def run(settings: Settings, *, read_line: Callable[[str], str] = input,
         tickets = await TicketStore.open(settings.database_url)
         stack.push_async_callback(tickets.close)
         channel = TerminalChannel(write)
-        engine = Engine(analyzer, kb, SqlTicketDesk(tickets), config=EngineConfig())
+        due = SlaPolicy(business_hours=settings.business_hours).due
+        engine = Engine(analyzer, kb, SqlTicketDesk(tickets, due=due), config=EngineConfig())
         dispatcher = Dispatcher(engine, InMemorySessionStore(), InMemoryLockStore(),
                                 InMemoryDeduplicator(), {CHANNEL: channel})
         write("Type your message (a number taps a button; /quit or Ctrl-D to leave).")

@@ -88,6 +88,10 @@ class MailDeliveryFailed(MailError):
     """An e-mail could not be sent (SMTP refused it or could not be reached)."""
 
 
+class SmtpLoginRefused(MailDeliveryFailed):
+    """The SMTP server refused the login (a wrong MAIL_SMTP_USER or MAIL_SMTP_PASSWORD)."""
+
+
 class UnknownThread(MailError):
     """A reply for a conversation whose customer address is not known."""
 
@@ -117,6 +121,8 @@ class MailConfig:
         imap_tls: IMAP over TLS (port 993) rather than plain IMAP.
         smtp_security: STARTTLS (587), implicit TLS (465) or none.
         mailbox: the folder polled.
+        tls_ca_file: a PEM file of the certificate authorities trusted for IMAP and SMTP
+            instead of the system's (a company CA; the tests' self-signed certificate).
     """
 
     imap_host: str
@@ -132,6 +138,12 @@ class MailConfig:
     imap_tls: bool = True
     smtp_security: Security = Security.STARTTLS
     mailbox: str = "INBOX"
+    tls_ca_file: str | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS client settings: certificates and host names checked, against `tls_ca_file`
+        when set, else the system's authorities."""
+        return ssl.create_default_context(cafile=self.tls_ca_file)
 
     @property
     def from_address(self) -> str:
@@ -145,7 +157,7 @@ class MailConfig:
         Variables: MAIL_IMAP_HOST, MAIL_IMAP_PORT (993), MAIL_IMAP_USER, MAIL_IMAP_PASSWORD,
         MAIL_IMAP_TLS (true), MAIL_IMAP_MAILBOX (INBOX), MAIL_SMTP_HOST, MAIL_SMTP_PORT (587),
         MAIL_SMTP_USER, MAIL_SMTP_PASSWORD, MAIL_SMTP_SECURITY (starttls | tls | none),
-        MAIL_FROM, MAIL_POLL_SECONDS (30).
+        MAIL_FROM, MAIL_POLL_SECONDS (30), MAIL_TLS_CA_FILE (the system's authorities).
 
         Raises:
             ValueError: MAIL_IMAP_HOST is set but the rest is missing or malformed.
@@ -168,6 +180,9 @@ class MailConfig:
         poll = _number(env, "MAIL_POLL_SECONDS", DEFAULT_POLL_SECONDS)
         if poll <= 0:
             raise ValueError("MAIL_POLL_SECONDS must be positive")
+        ca_file = env.get("MAIL_TLS_CA_FILE", "").strip() or None
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ValueError(f"MAIL_TLS_CA_FILE: no file {ca_file}")
         return cls(
             imap_host=imap_host, imap_port=int(_number(env, "MAIL_IMAP_PORT",
                                                        993 if imap_tls else 143)),
@@ -178,7 +193,7 @@ class MailConfig:
             smtp_user=env.get("MAIL_SMTP_USER", "").strip(),
             smtp_password=env.get("MAIL_SMTP_PASSWORD", ""), mail_from=mail_from,
             poll_seconds=poll, imap_tls=imap_tls, smtp_security=security,
-            mailbox=env.get("MAIL_IMAP_MAILBOX", "").strip() or "INBOX")
+            mailbox=env.get("MAIL_IMAP_MAILBOX", "").strip() or "INBOX", tls_ca_file=ca_file)
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -371,12 +386,13 @@ def _header(message: Message, name: str) -> str:
 
 
 def _decode_header(value: str) -> str:
+    from email.errors import MessageError
     from email.header import decode_header, make_header
 
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeDecodeError, ValueError):
-        return value
+    except (LookupError, UnicodeError, ValueError, MessageError):
+        return value  # a broken encoded word: keep the raw text rather than lose the mail
 
 
 def _subject(message: Message) -> str:
@@ -562,7 +578,7 @@ class Mailbox:
         client: imaplib.IMAP4
         if config.imap_tls:
             client = imaplib.IMAP4_SSL(config.imap_host, config.imap_port,
-                                       ssl_context=ssl.create_default_context(), timeout=30)
+                                       ssl_context=config.tls_context(), timeout=30)
         else:
             client = imaplib.IMAP4(config.imap_host, config.imap_port, timeout=30)
         try:
@@ -628,26 +644,50 @@ class Outbox:
 
     async def send(self, mail: EmailMessage) -> None:
         """Send one e-mail; MailDeliveryFailed when it cannot be."""
+        server = f"{self._config.smtp_host}:{self._config.smtp_port}"
         try:
             await retrying(lambda: asyncio.to_thread(self._send, mail), policy=self._policy,
                            transient=_smtp_transient)
+        except ssl.SSLCertVerificationError as exc:
+            raise MailDeliveryFailed(
+                f"the e-mail to {mail['To']} was not sent: the TLS certificate of {server} is "
+                f"not trusted ({exc.verify_message}); set MAIL_TLS_CA_FILE for a private "
+                "authority") from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise MailDeliveryFailed(f"the e-mail to {mail['To']} was not sent: {exc}") from exc
+            raise MailDeliveryFailed(
+                f"the e-mail to {mail['To']} was not sent through {server}: {exc}") from exc
 
     def _send(self, mail: EmailMessage) -> None:
         config = self._config
         smtp: smtplib.SMTP
         if config.smtp_security is Security.TLS:
             smtp = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, timeout=30,
-                                    context=ssl.create_default_context())
+                                    context=config.tls_context())
         else:
             smtp = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=30)
         with smtp:
             if config.smtp_security is Security.STARTTLS:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=config.tls_context())
             if config.smtp_user:
-                smtp.login(config.smtp_user, config.smtp_password)
+                self._login(smtp)
             smtp.send_message(mail, from_addr=config.from_address)
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        # smtplib picks the strongest mechanism both sides offer (CRAM-MD5, PLAIN, LOGIN).
+        config = self._config
+        server = f"{config.smtp_host}:{config.smtp_port}"
+        try:
+            smtp.login(config.smtp_user, config.smtp_password)
+        except smtplib.SMTPAuthenticationError as exc:
+            error = exc.smtp_error
+            answer = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+            raise SmtpLoginRefused(
+                f"{server} refused the login of {config.smtp_user!r} ({exc.smtp_code} {answer}):"
+                " check MAIL_SMTP_USER and MAIL_SMTP_PASSWORD") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SmtpLoginRefused(
+                f"{server} offers no login (AUTH) on this connection; many servers offer it "
+                "only over TLS (MAIL_SMTP_SECURITY starttls or tls)") from exc
 
 
 # ---- the channel -------------------------------------------------------------------------------

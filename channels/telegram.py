@@ -1,15 +1,21 @@
 """The Telegram channel: Bot API updates in (webhook or polling), messages out.
 
-Inbound, in one of two modes:
+Updates are processed by python-telegram-bot's `Application`, with one `TypeHandler` that hands
+every update to `TelegramChannel.handle`. Inbound, in one of two modes:
 
-- webhook (production): Telegram POSTs each update to ``/api/telegram/{path}``, a path derived
-  from the bot token (unguessable, the same in every process), and must send the secret set with
+- webhook (production): the Application is built with ``updater(None)`` and runs inside our
+  aiohttp app. Telegram POSTs each update to ``/api/telegram/{path}``, a path derived from the
+  bot token (unguessable, the same in every process), and must send the secret set with
   setWebhook in ``X-Telegram-Bot-Api-Secret-Token``: missing -> 401, wrong -> 403, a body that
-  is not an update -> 400, over `max_body` -> 413. An update is handled before the answer, so a
-  failure (503) makes Telegram deliver it again; an update_id already handled is acknowledged
+  is not an update -> 400, over `max_body` -> 413. The route parses the body with `Update.de_json`
+  and awaits ``application.process_update``. PTB gives a handler's exception to the error
+  handlers rather than raising it, so our error handler hands it back to the route, which
+  answers 503: Telegram delivers the update again. An update_id already handled is acknowledged
   and not handled twice.
-- polling (development, ``TELEGRAM_POLLING=1``): a background task calls getUpdates with the
-  offset after the last update handled; an update that fails is fetched and tried again.
+- polling (development, ``TELEGRAM_POLLING=1`` or ``intakebot serve --telegram-polling``): PTB's
+  `Updater` long-polls getUpdates (deleting any webhook first) and retries it on errors. It
+  confirms updates as it fetches them, so an update that fails is retried in process with
+  backoff, in order; after the retries it is logged as an error.
 
 Text becomes an IncomingMessage (chat id, message id, sent time). A photo becomes an evidence
 attachment: its largest size is fetched with getFile and stored in the evidence store. A press
@@ -20,17 +26,10 @@ Outbound (`TelegramOutput`): sendMessage, buttons as an inline keyboard, image a
 sendPhoto; paced at most 1 message/s per chat and 30/s per bot, retried with backoff on 429
 (honouring ``retry_after``), 5xx and lost connections; a failure after the retries raises
 `TelegramDeliveryError`, a ChannelError.
-
-The Bot API is spoken by python-telegram-bot's `telegram.Bot`, wrapped, not subclassed, and its
-`Update` parser. PTB's `Application` is not used: its handler errors go to error callbacks and are
-logged, while here a failed update must reach the HTTP answer (so Telegram retries it) or the
-poller (so it is fetched again).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import hashlib
 import hmac
@@ -56,6 +55,7 @@ from telegram import (
 )
 from telegram.error import BadRequest as TelegramBadRequest
 from telegram.error import NetworkError, RetryAfter, TelegramError
+from telegram.ext import Application, ApplicationBuilder, CallbackContext, ExtBot, TypeHandler
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
@@ -290,23 +290,43 @@ class TelegramOutput:
 
 def _parse_update(data: dict[str, Any], bot: Bot) -> Update:
     try:
-        return Update.de_json(data, bot)
+        update = Update.de_json(data, bot)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # PTB's parser trusts the Bot API's shapes; anything else is not an update.
         raise Rejected(400, f"the body is not a Telegram update: {exc!r}") from exc
+    # PTB does not check types: a missing chat stays None, a number stays a number.
+    query = update.callback_query
+    for message in (update.message, query.message if query is not None else None):
+        if message is None:
+            continue
+        if message.chat is None:
+            raise Rejected(400, "the body is not a Telegram update: the message has no chat")
+        texts = (getattr(message, "text", None), getattr(message, "caption", None))
+        if not all(isinstance(v, str | None) for v in texts):
+            raise Rejected(400, "the body is not a Telegram update: text must be a string")
+    if query is not None and (query.from_user is None or not isinstance(query.data, str | None)):
+        raise Rejected(400, "the body is not a Telegram update: a malformed callback query")
+    return update
 
 
 # ---- the channel ---------------------------------------------------------------------------
 
+# The PTB application this channel runs: default context types, no JobQueue (nothing is
+# scheduled through PTB; the SLA checker has its own loop).
+TelegramApplication = Application[ExtBot[None], CallbackContext[ExtBot[None], dict[Any, Any],
+                                  dict[Any, Any], dict[Any, Any]], dict[Any, Any],
+                                  dict[Any, Any], dict[Any, Any], None]
+Context = CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], dict[Any, Any]]
+
 
 class TelegramChannel:
-    """The Telegram channel: a webhook route or a poller in, `TelegramOutput` out.
+    """The Telegram channel: a PTB `Application` fed by our webhook route or by PTB's poller.
 
     Args:
         config: from `TelegramConfig.from_env`.
         on_message: the wiring's callback; it handles a message and sends the replies.
         files: the evidence store photos are saved to.
-        policy: retries of outbound calls.
+        policy: retries of outbound calls, and of a failed update in polling mode.
         limiter: outbound pacing; default 30 messages/s per bot and 1/s per chat.
         max_body: the largest webhook body accepted, in bytes.
         poll_timeout: the long-polling timeout of getUpdates, in seconds.
@@ -323,17 +343,29 @@ class TelegramChannel:
         self._policy = policy or RetryPolicy()
         self.max_body = max_body
         self.poll_timeout = poll_timeout
-        # Owned here, so close() shuts them even when start-up failed half-way.
+        # Owned here, so close() shuts them even when start-up failed half-way (PTB's shutdown
+        # does nothing for an application that never finished initialising).
         self._requests = (HTTPXRequest(connection_pool_size=64),
                           HTTPXRequest(read_timeout=float(poll_timeout) + 10.0))
-        self._bot = Bot(config.token, base_url=f"{config.api_base}/bot",
-                        base_file_url=f"{config.api_base}/file/bot",
-                        request=self._requests[0], get_updates_request=self._requests[1])
-        self._output = TelegramOutput(self._bot, files, policy=self._policy,
+        builder = (ApplicationBuilder().token(config.token)
+                   .base_url(f"{config.api_base}/bot")
+                   .base_file_url(f"{config.api_base}/file/bot")
+                   .request(self._requests[0]).get_updates_request(self._requests[1])
+                   .job_queue(None))
+        if not config.polling:
+            builder = builder.updater(None)  # updates come through our aiohttp route
+        self._application: TelegramApplication = builder.build()
+        self._application.add_handler(TypeHandler(Update, self._on_update))
+        self._application.add_error_handler(self._on_error)
+        self._output = TelegramOutput(self._application.bot, files, policy=self._policy,
                                       limiter=limiter or RateLimiter(30, 1.0))
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._in_flight: set[int] = set()
-        self._poller: asyncio.Task[None] | None = None
+        # Updates the webhook route is processing, by id(update), and the error each raised:
+        # PTB hands handler errors to error handlers instead of raising them from
+        # process_update, so the route collects them here to answer 503.
+        self._awaited: dict[int, Exception | None] = {}
+        self._initialized = False
 
     @property
     def output(self) -> TelegramOutput:
@@ -342,8 +374,13 @@ class TelegramChannel:
 
     @property
     def bot(self) -> Bot:
-        """The wrapped Bot API client."""
-        return self._bot
+        """The Bot API client (the application's ExtBot)."""
+        return self._application.bot
+
+    @property
+    def application(self) -> TelegramApplication:
+        """The python-telegram-bot Application that processes the updates."""
+        return self._application
 
     def routes(self) -> list[web.RouteDef]:
         """The webhook route; none in polling mode."""
@@ -352,32 +389,40 @@ class TelegramChannel:
         return [web.post(self.config.webhook_path, self.webhook)]
 
     async def start(self) -> None:
-        """Check the token (getMe); start polling, or register the webhook when a URL is set.
+        """Initialise the application (getMe checks the token), then start PTB's poller, or
+        register the webhook when a URL is set.
 
         Raises:
             TelegramChannelError: the Bot API refused the token or the webhook.
         """
+        application = self._application
         try:
-            await self._bot.initialize()
-            if self.config.polling:
-                await self._bot.delete_webhook()
-                self._poller = asyncio.create_task(self._poll(), name="telegram-poller")
+            await application.initialize()
+            self._initialized = True
+            if application.updater is not None:
+                # start_polling deletes any webhook first: Telegram refuses getUpdates otherwise.
+                await application.updater.start_polling(
+                    timeout=timedelta(seconds=self.poll_timeout),
+                    allowed_updates=list(ALLOWED_UPDATES), error_callback=self._poll_failed)
             elif self.config.webhook_url is not None:
-                await self._bot.set_webhook(
+                await application.bot.set_webhook(
                     self.config.webhook_url.rstrip("/") + self.config.webhook_path,
                     secret_token=self.config.webhook_secret,
                     allowed_updates=list(ALLOWED_UPDATES))
+            await application.start()
         except TelegramError as exc:
             raise TelegramChannelError(f"cannot start the Telegram channel: {exc}") from exc
 
     async def close(self) -> None:
-        """Stop polling and close the HTTP clients."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
-        await self._bot.shutdown()
+        """Stop polling and the application, and close the HTTP clients."""
+        application = self._application
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        if application.running:
+            await application.stop()
+        if self._initialized:
+            await application.shutdown()
+            self._initialized = False
         for request in self._requests:
             await request.shutdown()
 
@@ -396,13 +441,27 @@ class TelegramChannel:
     # ---- webhook -------------------------------------------------------------------------
 
     async def webhook(self, request: web.Request) -> web.Response:
-        """Handle one update POSTed by Telegram."""
+        """Handle one update POSTed by Telegram, before answering.
+
+        Raises:
+            ChannelError (503 through the app's error middleware): the update failed and was
+                not marked handled, so Telegram's redelivery tries it again.
+        """
         try:
             self._authenticate(request)
-            update = _parse_update(await self._read_json(request), self._bot)
+            update = _parse_update(await self._read_json(request), self._application.bot)
         except Rejected as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
-        await self.handle(update)
+        if not self._application.running:
+            raise TelegramChannelError("the Telegram channel is not started yet")
+        key = id(update)  # unique while `update` is alive, which it is until the pop below
+        self._awaited[key] = None
+        try:
+            await self._application.process_update(update)
+        finally:
+            failure = self._awaited.pop(key, None)
+        if failure is not None:
+            raise failure
         return web.json_response({"ok": True})
 
     def _authenticate(self, request: web.Request) -> None:
@@ -424,36 +483,33 @@ class TelegramChannel:
             raise Rejected(400, "the body is not a Telegram update (no integer update_id)")
         return data  # type: ignore[no-any-return]
 
-    # ---- polling -------------------------------------------------------------------------
+    # ---- PTB callbacks -------------------------------------------------------------------
 
-    async def _poll(self) -> None:
-        offset: int | None = None
-        failures = 0
-        while True:
-            try:
-                updates = await self._bot.get_updates(
-                    offset=offset, timeout=self.poll_timeout,
-                    allowed_updates=list(ALLOWED_UPDATES))
-            except TelegramError as exc:
-                failures += 1
-                log.warning("getUpdates failed (%d in a row): %s", failures, exc)
-                await asyncio.sleep(_retry_after(exc) or self._policy.delay(failures))
-                continue
-            for update in updates:
-                try:
-                    await self.handle(update)
-                except Exception as exc:
-                    # Not acknowledged: the next getUpdates returns it again and it is retried
-                    # (the dispatcher sends only the replies not yet sent).
-                    failures += 1
-                    log.error("Telegram update %s failed (%d in a row), retrying: %s",
-                              update.update_id, failures, exc)
-                    await asyncio.sleep(self._policy.delay(failures))
-                    break
-                offset = update.update_id + 1
-                failures = 0
-            else:
-                failures = 0
+    async def _on_update(self, update: Update, _context: Context) -> None:
+        if id(update) in self._awaited:
+            await self.handle(update)  # a failure goes to the route: Telegram redelivers
+            return
+        # Polling: PTB's Updater has already confirmed the update to Telegram, so a failure is
+        # retried here, in order (updates are processed one at a time), with backoff.
+        await retrying(lambda: self.handle(update), policy=self._policy,
+                       transient=lambda exc: isinstance(exc, ChannelError | EvidenceError))
+
+    async def _on_error(self, update: object, context: Context) -> None:
+        error = context.error
+        if error is None:
+            return
+        if id(update) in self._awaited:
+            self._awaited[id(update)] = error
+            return
+        update_id = update.update_id if isinstance(update, Update) else None
+        log.error("Telegram update %s not handled (polled; retries used up or not retryable): "
+                  "%s: %s", update_id, type(error).__name__, error,
+                  exc_info=not isinstance(error, ChannelError | EvidenceError))
+
+    @staticmethod
+    def _poll_failed(error: TelegramError) -> None:
+        # PTB's Updater retries getUpdates itself, waiting longer after each failure.
+        log.warning("Telegram getUpdates failed, retrying: %s", error)
 
     # ---- updates -------------------------------------------------------------------------
 
@@ -505,7 +561,7 @@ class TelegramChannel:
 
     async def _store_photo(self, photo: PhotoSize, message_id: int) -> Attachment | None:
         try:
-            file = await self._bot.get_file(photo.file_id)
+            file = await self._application.bot.get_file(photo.file_id)
             data = bytes(await file.download_as_bytearray())
         except TelegramError as exc:
             raise TelegramChannelError(f"cannot fetch the photo of message {message_id}: {exc}"
@@ -530,7 +586,7 @@ class TelegramChannel:
 
     async def _callback(self, query: CallbackQuery) -> None:
         try:
-            await retrying(lambda: self._bot.answer_callback_query(query.id),
+            await retrying(lambda: self._application.bot.answer_callback_query(query.id),
                            policy=self._policy, transient=_transient, retry_after=_retry_after)
         except TelegramBadRequest as exc:
             # A query too old to answer: the press itself still counts.

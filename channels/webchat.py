@@ -231,6 +231,11 @@ class WebChatOutput:
         await self.post(message.conversation.chat_id, author=message.author.value,
                         text=message.text, buttons=message.buttons)
 
+    async def send_once(self, message: OutgoingMessage, key: str) -> None:
+        """Store the message unless one with the same key is stored (a re-send after a crash)."""
+        await self.post(message.conversation.chat_id, author=message.author.value,
+                        text=message.text, buttons=message.buttons, dedup_key=key)
+
     async def post(self, chat_id: str, *, author: str, text: str, buttons: Sequence[str] = (),
                    dedup_key: str | None = None) -> LoggedMessage:
         try:

@@ -10,12 +10,20 @@ Inbound: ``POST /api/webhook/messages`` with ``{"conversation_id", "message_id",
 the limit is 413, one that is not such an object 400. The message is handled before the answer
 (``{"ok": true}``); the same message_id in a conversation is handled once.
 
-Outbound (`WebhookOutput`): each reply is queued in process and POSTed, signed, to the callback
-URL with ``{"delivery_id", "conversation_id", "author", "text", "buttons", "attachments",
-"sent_at"}``, in order, retried with exponential backoff on 429, 5xx and lost connections. A
-delivery that still fails, is refused (other 4xx), or is still queued at shutdown goes to the
-dead-letter list, JSON Lines in ``data_dir/webhook/dead_letters.jsonl``, which
-``GET /api/webhook/dead-letters`` (signed the same way, over an empty body) lists.
+Outbound: each reply is POSTed, signed, to the callback URL with ``{"delivery_id",
+"conversation_id", "author", "text", "buttons", "attachments", "sent_at"}``. A reply the
+dispatcher sends with a key (`send_once`) carries it as ``delivery_id``, the same on every
+retry, so the receiver can drop a second copy after a crash.
+
+- In process (`WebhookOutput`, the default): replies are queued in memory and POSTed in order,
+  retried with exponential backoff on 429, 5xx and lost connections. A delivery that still fails,
+  is refused (other 4xx), or is still queued at shutdown goes to the dead-letter list, JSON
+  Lines in ``data_dir/webhook/dead_letters.jsonl``, which ``GET /api/webhook/dead-letters``
+  (signed the same way, over an empty body) lists.
+- Direct (`DirectWebhookOutput`, ``queued=False``; the wiring uses it with REDIS_URL): `send`
+  POSTs at once, with a few quick retries, and raises `WebhookError` when it fails. The caller
+  (the durable outbound queue, `bot.outbound`) keeps the reply, retries later and keeps the
+  dead letters, so nothing waits in this process's memory.
 """
 
 from __future__ import annotations
@@ -196,6 +204,20 @@ class DeadLetters:
 # ---- outbound ------------------------------------------------------------------------------
 
 
+def delivery_json(message: OutgoingMessage, delivery_id: str) -> dict[str, Any]:
+    """The body POSTed to the callback URL for one reply."""
+    return {
+        "delivery_id": delivery_id,
+        "conversation_id": message.conversation.chat_id,
+        "author": message.author.value,
+        "text": message.text,
+        "buttons": list(message.buttons),
+        "attachments": [{"filename": a.filename, "content_type": a.content_type,
+                         "sha256": a.sha256, "size": a.size} for a in message.attachments],
+        "sent_at": datetime.now(UTC).isoformat(),
+    }
+
+
 class WebhookOutput:
     """The webhook's OutputChannel: queues each reply for the delivery worker."""
 
@@ -212,24 +234,39 @@ class WebhookOutput:
             DeliveryQueueFull: the queue is full (the callback URL has been failing for long).
             WebhookError: the channel is shut down.
         """
+        await self.send_once(message, uuid.uuid4().hex)
+
+    async def send_once(self, message: OutgoingMessage, key: str) -> None:
+        """Queue the message with `key` as its delivery_id (the receiver drops repeats)."""
         if self.closed:
             raise WebhookError("the webhook channel is shut down")
-        delivery = {
-            "delivery_id": uuid.uuid4().hex,
-            "conversation_id": message.conversation.chat_id,
-            "author": message.author.value,
-            "text": message.text,
-            "buttons": list(message.buttons),
-            "attachments": [{"filename": a.filename, "content_type": a.content_type,
-                             "sha256": a.sha256, "size": a.size}
-                            for a in message.attachments],
-            "sent_at": datetime.now(UTC).isoformat(),
-        }
+        delivery = delivery_json(message, key)
         try:
             self._queue.put_nowait(delivery)
         except asyncio.QueueFull as exc:
             raise DeliveryQueueFull(
                 f"{QUEUE_SIZE:,} replies are waiting for the webhook callback URL") from exc
+
+
+class DirectWebhookOutput:
+    """The webhook's OutputChannel without a queue: POST now, raise when that fails."""
+
+    name = CHANNEL
+
+    def __init__(self, channel: WebhookChannel) -> None:
+        self._channel = channel
+
+    async def send(self, message: OutgoingMessage) -> None:
+        """POST the message to the callback URL.
+
+        Raises:
+            WebhookError: the callback URL refused it or stayed unreachable (a few quick tries).
+        """
+        await self.send_once(message, uuid.uuid4().hex)
+
+    async def send_once(self, message: OutgoingMessage, key: str) -> None:
+        """POST the message with `key` as its delivery_id (the receiver drops repeats)."""
+        await self._channel.post_now(delivery_json(message, key))
 
 
 # ---- the channel ---------------------------------------------------------------------------
@@ -246,13 +283,17 @@ class WebhookChannel:
         policy: retries of a delivery.
         max_body: the largest request body accepted, in bytes.
         timeout: seconds one delivery attempt may take.
+        queued: queue replies in this process (True), or POST each at once and let the caller
+            keep and retry it (False: the durable outbound queue does).
+        direct_policy: the quick retries of a direct POST.
     """
 
     name = CHANNEL
 
     def __init__(self, config: WebhookConfig, on_message: OnMessage, *, files: FileStore,
                  data_dir: Path, policy: RetryPolicy | None = None,
-                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 10.0) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, timeout: float = 10.0, queued: bool = True,
+                 direct_policy: RetryPolicy | None = None) -> None:
         self.config = config
         self._on_message = on_message
         self._files = files
@@ -261,14 +302,17 @@ class WebhookChannel:
         self._timeout = timeout
         self.dead_letters = DeadLetters(data_dir / "webhook" / "dead_letters.jsonl")
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
-        self._output = WebhookOutput(self._queue)
+        self._direct_policy = direct_policy or RetryPolicy(attempts=3, base_delay=0.5,
+                                                           max_delay=2.0)
+        self._output: WebhookOutput | DirectWebhookOutput = (
+            WebhookOutput(self._queue) if queued else DirectWebhookOutput(self))
         self._session: aiohttp.ClientSession | None = None
         self._worker: asyncio.Task[None] | None = None
         self._current: dict[str, Any] | None = None
         self._attempts = 0
 
     @property
-    def output(self) -> WebhookOutput:
+    def output(self) -> WebhookOutput | DirectWebhookOutput:
         """Where replies to webhook conversations go."""
         return self._output
 
@@ -281,11 +325,13 @@ class WebhookChannel:
         """Open the HTTP client and start delivering."""
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self._timeout))
-        self._worker = asyncio.create_task(self._deliver_all(), name="webhook-delivery")
+        if isinstance(self._output, WebhookOutput):
+            self._worker = asyncio.create_task(self._deliver_all(), name="webhook-delivery")
 
     async def close(self) -> None:
         """Stop delivering; what is still queued goes to the dead letters, not lost."""
-        self._output.closed = True
+        if isinstance(self._output, WebhookOutput):
+            self._output.closed = True
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -424,6 +470,17 @@ class WebhookChannel:
             log.error("webhook delivery %s to conversation %s failed after %d attempts: %s",
                       delivery["delivery_id"], delivery["conversation_id"], self._attempts, exc)
             await self.dead_letters.add(delivery, error=str(exc), attempts=self._attempts)
+
+    async def post_now(self, delivery: dict[str, Any]) -> None:
+        """POST one delivery with the quick retries; WebhookError when it does not get there."""
+        if self._session is None:
+            raise WebhookError("the webhook channel is not started or shut down")
+        try:
+            await retrying(lambda: self._post(delivery), policy=self._direct_policy,
+                           transient=lambda exc: isinstance(exc, _Transient),
+                           retry_after=lambda exc: getattr(exc, "retry_after", None))
+        except _Transient as exc:
+            raise WebhookError(str(exc)) from exc
 
     async def _post(self, delivery: dict[str, Any]) -> None:
         assert self._session is not None, "start() opens the session"

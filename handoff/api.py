@@ -5,9 +5,10 @@
 keys below. Every call but login carries ``Authorization: Bearer TOKEN`` (the WebSocket, which
 browsers cannot give headers, sends the token as its first message). Errors are JSON
 ``{"error": …}``: 400 bad input, 401 unauthenticated, 403 forbidden, 404 unknown ticket, 409 an
-invalid transition (with the reason), 422 a banned promise (with the phrases), 503 a database
-down. The OpenAPI document of all of it is `handoff.openapi.DOCUMENT`, served at
-/api/openapi.json.
+invalid transition (with the reason), 413 a file too large, 422 a banned promise (with the
+phrases), 503 a database down; `error_response` is the one mapping, which the app's error
+middleware uses for handoff errors from any route. The OpenAPI document of all of it is
+`handoff.openapi.DOCUMENT`, served at /api/openapi.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from handoff.errors import (
     EvidenceNotFound,
+    EvidenceTooLarge,
     Forbidden,
     HandoffError,
     InvalidTicket,
@@ -59,30 +61,52 @@ STATIC_DIR = Path(__file__).with_name("static")
 MAX_BODY = 64 * 1024
 log = logging.getLogger(__name__)
 
-_STATUS: list[tuple[type[HandoffError], int]] = [
+# The one mapping of the handoff error tree to HTTP. The staff routes answer with it, and the
+# app's error middleware uses it for a handoff error raised by any other route (web chat,
+# channels, knowledge base), so an error gets the same status wherever it is raised. The first
+# matching class wins; anything else (RoutingError, EvidenceError) is a 500.
+_STATUS: tuple[tuple[type[HandoffError], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (TicketNotFound, 404),
     (EvidenceNotFound, 404),
     (InvalidTransition, 409),
     (UserExists, 409),
+    (EvidenceTooLarge, 413),
     (WordingViolation, 422),
     (InvalidTicket, 400),
     (TicketStoreUnavailable, 503),
-]
+)
 
 Handler = Callable[[web.Request, User], Awaitable[web.StreamResponse]]
 
 
-def _error(exc: HandoffError) -> web.Response | None:
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            body: dict[str, Any] = {"error": str(exc)}
-            if isinstance(exc, WordingViolation):
-                body["phrases"] = list(exc.phrases)
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            return web.json_response(body, status=status, headers=headers)
-    return None
+def error_status(exc: HandoffError) -> int:
+    """The HTTP status that answers a handoff error."""
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(exc: HandoffError) -> web.Response:
+    """The JSON answer to a handoff error: ``{"error": reason}`` (and the banned phrases).
+
+    A database outage (503) says to retry and a bug (500) says nothing of internals; both are
+    logged with the details.
+    """
+    status = error_status(exc)
+    body: dict[str, Any] = {"error": str(exc)}
+    headers: dict[str, str] = {}
+    if isinstance(exc, WordingViolation):
+        body["phrases"] = list(exc.phrases)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    elif status == 503:
+        log.error("answering 503: %s", exc)
+        body["error"] = "the ticket database is unavailable; try again shortly"
+        headers["Retry-After"] = "5"
+    elif status == 500:
+        log.error("answering 500: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        body["error"] = "the request could not be completed"
+    return web.json_response(body, status=status, headers=headers or None)
 
 
 def _bearer(request: web.Request) -> str:
@@ -107,20 +131,28 @@ def staff_endpoint(handler: Handler, roles: frozenset[Role] | None = None
                 raise Forbidden(f"{user.role.value} may not see this")
             return await handler(request, user)
         except HandoffError as exc:
-            response = _error(exc)
-            if response is None:
-                raise
-            return response
+            return error_response(exc)
 
     return wrapped
 
 
+def _too_large(size: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=size)
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object in the body; 413 over MAX_BODY (checked while reading, not after)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise InvalidTicket(f"the body is larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise InvalidTicket(f"the body is larger than {MAX_BODY} bytes")
+        raise _too_large(request.content_length)
+    # content.read(n) returns what has arrived, not n bytes: read until the end.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _too_large(size)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
@@ -142,7 +174,8 @@ def summary(ticket: Ticket) -> dict[str, Any]:
     return {name: data[name] for name in (
         "id", "number", "status", "priority", "category", "subcategory", "department",
         "assignee", "sla_due", "emotion", "breaches", "malicious", "approval", "channel",
-        "registered_at", "updated_at", "merchant_due", "solution", "solution_amount")}
+        "registered_at", "updated_at", "merchant_due", "solution", "solution_amount",
+        "reopen_count", "second_handling", "legal_hold")}
 
 
 # ---- handlers -------------------------------------------------------------------------------
@@ -156,10 +189,7 @@ async def login(request: web.Request) -> web.Response:
             raise InvalidTicket('send {"username": …, "password": …}')
         token, user = await request.app[USERS].login(username, password)
     except HandoffError as exc:
-        response = _error(exc)
-        if response is None:
-            raise
-        return response
+        return error_response(exc)
     return web.json_response({"token": token, "user": user.to_dict()})
 
 

@@ -6,6 +6,7 @@ reverse.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -91,4 +92,22 @@ class TicketDesk(Protocol):
     async def append(self, channel: str, chat_id: str, line: TranscriptLine,
                      evidence: tuple[EvidenceRef, ...] = ()) -> None:
         """Add a line (and the files sent with it) to the conversation's open ticket, if any."""
+        ...
+
+    async def ticket_open(self, ticket_id: str) -> bool:
+        """Whether the ticket is still open (False once closed, or when unknown)."""
+        ...
+
+    async def answer_confirmation(self, ticket_id: str, solved: bool) -> bool:
+        """The customer's answer to "is it solved?": close or reopen the resolved ticket.
+
+        False when the ticket is no longer waiting for that answer (nothing changed).
+        """
+        ...
+
+    async def answer_survey(self, ticket_id: str, answers: Mapping[str, object]) -> bool:
+        """Record satisfaction-survey answers (question -> value; handoff.survey.QUESTIONS).
+
+        True when these answers started second handling (an unsatisfied customer).
+        """
         ...

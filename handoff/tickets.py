@@ -20,7 +20,7 @@ Concurrency, without a lock server:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -106,6 +106,15 @@ def _utc(value: datetime) -> datetime:
 
 def conversation_key(channel: str, chat_id: str) -> str:
     return f"{channel}:{chat_id}"
+
+
+# A start and a number of hours -> the due time (`handoff.sla.SlaPolicy.due` counts business
+# hours when configured; this module cannot import handoff.sla, which imports it).
+DueTime = Callable[[datetime, int], datetime]
+
+
+def _calendar_due(start: datetime, hours: int) -> datetime:
+    return start + timedelta(hours=hours)
 
 
 # ---- tables ---------------------------------------------------------------------------------
@@ -539,11 +548,13 @@ class TicketStore:
     # ---- registering ----------------------------------------------------------------------
 
     async def register(self, draft: TicketDraft, *, department: str, receiver: str,
-                       now: datetime) -> Registration:
+                       now: datetime, due: DueTime | None = None) -> Registration:
         """Create a ticket from the form, or update the conversation's open ticket.
 
         An open ticket gets its empty fields filled, its priority raised (never lowered, the
         SLA due time moving earlier with it), the new transcript lines and evidence appended.
+        `due` turns a start and a number of hours into the first-response due time (business
+        hours, `handoff.sla.SlaPolicy.due`); calendar hours when not given.
 
         Raises:
             InvalidTicket: the form is malformed.
@@ -551,15 +562,17 @@ class TicketStore:
         """
         _check_draft(draft)
         now = _utc(now)
+        due = due or _calendar_due
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
                 async with self._sessions() as session, session.begin():
                     row = await self._open_row(session, draft.channel, draft.chat_id)
                     if row is not None:
-                        await self._update(session, row, draft, department, now)
+                        await self._update(session, row, draft, department, now, due)
                         created = False
                     else:
-                        row = await self._insert(session, draft, department, receiver, now)
+                        row = await self._insert(session, draft, department, receiver, now,
+                                                 due)
                         created = True
                 return Registration(_ticket(row), created)
             except IntegrityError as exc:
@@ -573,7 +586,7 @@ class TicketStore:
         raise AssertionError("unreachable")
 
     async def _insert(self, session: AsyncSession, draft: TicketDraft, department: str,
-                      receiver: str, now: datetime) -> TicketRow:
+                      receiver: str, now: datetime, due: DueTime) -> TicketRow:
         import uuid
 
         day = now.astimezone(self.number_tz).strftime("%Y%m%d")
@@ -595,7 +608,7 @@ class TicketStore:
             currency=draft.currency or ("CNY" if draft.amount is not None else None),
             department=department, receiver=receiver, handler=None, malicious=False,
             handoff_reason=HandoffReason(draft.reason).value, sla_hours=draft.sla_hours,
-            sla_due=now + timedelta(hours=draft.sla_hours), registered_at=now, updated_at=now,
+            sla_due=due(now, draft.sla_hours), registered_at=now, updated_at=now,
         )
         session.add(row)
         await session.flush()
@@ -605,7 +618,7 @@ class TicketStore:
         return row
 
     async def _update(self, session: AsyncSession, row: TicketRow, draft: TicketDraft,
-                      department: str, now: datetime) -> None:
+                      department: str, now: datetime, due: DueTime) -> None:
         if row.category is None and draft.category is not None:
             row.department = department  # it was routed as unclassified
         for name in _FILLABLE:
@@ -621,7 +634,7 @@ class TicketStore:
             row.priority = draft.priority
             row.sla_hours = min(row.sla_hours, draft.sla_hours)
             row.sla_due = min(_aware(row.sla_due),
-                              _aware(row.registered_at) + timedelta(hours=draft.sla_hours))
+                              due(_aware(row.registered_at), draft.sla_hours))
         reasons = list(row.priority_reasons or [])
         reasons += [r for r in draft.priority_reasons if r not in reasons]
         row.priority_reasons = reasons

@@ -36,6 +36,7 @@ from sqlalchemy import (
     String,
     Text,
     case,
+    or_,
     select,
     update,
 )
@@ -59,7 +60,6 @@ from handoff.sla import (
     Breach,
     Clock,
     SlaPolicy,
-    add_working_days,
     system_clock,
 )
 from handoff.tickets import (
@@ -72,7 +72,7 @@ from handoff.tickets import (
     _ticket,
     conversation_key,
 )
-from handoff.users import APPROVER_ROLES, CASEWORK_ROLES, User
+from handoff.users import APPROVER_ROLES, CASEWORK_ROLES, Role, User
 from handoff.wording import WordingGuard
 
 log = logging.getLogger(__name__)
@@ -313,10 +313,22 @@ class Casework:
                     priority: str | None = None, category: str | None = None,
                     department: str | None = None, assignee: str | None = None,
                     include_closed: bool = False, limit: int = 200) -> list[Ticket]:
-        """Tickets, most urgent first: priority, then the first-response due time."""
+        """Tickets, most urgent first: priority, then the first-response due time.
+
+        An agent with a department sees that department's tickets and those they hold.
+
+        Raises:
+            Forbidden: not a casework role, or an agent asking for another department.
+        """
         _casework(user)
         rank = case({"high": 0, "medium": 1, "low": 2}, value=TicketRow.priority, else_=3)
         query = select(TicketRow).order_by(rank, TicketRow.sla_due, TicketRow.number)
+        if user.role is Role.AGENT and user.department:
+            if department is not None and department != user.department:
+                raise Forbidden(f"agents of {user.department} see their own department's "
+                                f"queue, not {department}'s")
+            query = query.where(or_(TicketRow.department == user.department,
+                                    TicketRow.assignee == user.username))
         for column, value in ((TicketRow.status, status), (TicketRow.priority, priority),
                               (TicketRow.category, category),
                               (TicketRow.department, department),
@@ -339,8 +351,7 @@ class Casework:
         Raises:
             TicketNotFound, Forbidden.
         """
-        _casework(user)
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         if reveal:
             if not _handles(user, ticket):
                 raise Forbidden("personal data is shown only to the agent handling the ticket")
@@ -385,6 +396,8 @@ class Casework:
             "malicious_reason": ticket.malicious_reason, "merchant": ticket.merchant,
             "merchant_due": data["merchant_due"],
             "merchant_answered_at": data["merchant_answered_at"],
+            "confirmation": ticket.confirmation, "reopen_count": ticket.reopen_count,
+            "second_handling": ticket.second_handling, "legal_hold": ticket.legal_hold,
             "channel": ticket.channel, "chat_id": ticket.chat_id, "lang": ticket.lang,
             "emotion": ticket.emotion, "handoff_reason": ticket.handoff_reason,
             "updated_at": data["updated_at"], "masked": masked,
@@ -426,9 +439,8 @@ class Casework:
         Raises:
             InvalidTransition: somebody else holds it, or it is not waiting for a handler.
         """
-        _casework(user)
         now = self.clock()
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         if ticket.assignee == user.username and ticket.status in (s.value for s in _WORKING):
             await self._command(ticket, TAKEOVER)  # a repeated claim: make sure it took
             return ticket
@@ -494,7 +506,7 @@ class Casework:
                 raise InvalidTicket(f"priority is one of {', '.join(_PRIORITIES)}")
             hours = self.first_response_hours.get(priority, ticket.sla_hours)
             values.update(priority=priority, sla_hours=hours,
-                          sla_due=ticket.registered_at + timedelta(hours=hours))
+                          sla_due=self.sla.due(ticket.registered_at, hours))
         next_action = _text(changes.get("next_action"), "next_action", limit=500)
         status = changes.get("status")
         if status is not None and status != ticket.status:
@@ -525,7 +537,7 @@ class Casework:
             values["approval"] = "pending"
             moved = await self._move(ticket, S.AWAITING_APPROVAL, user, values=values,
                                      result=result, next_action="supervisor approval",
-                                     planned=self.clock() + timedelta(hours=24))
+                                     planned=self.sla.due(self.clock(), 24))
             await self._audit(ticket.id, user, "approval_requested",
                               {"solution": chosen.value, "amount": str(amount),
                                "threshold": str(self.approval_threshold)})
@@ -573,7 +585,7 @@ class Casework:
 
         The conversation's open-ticket slot is freed and the bot takes it back.
         """
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         if ticket.assignee != user.username:
             _approver(user)
         moved = await self._move(
@@ -586,7 +598,7 @@ class Casework:
 
     async def reopen(self, ticket_id: str, user: User, *, reason: str | None = None) -> Ticket:
         """Reopen a resolved or closed ticket: it goes back to the queue, unassigned."""
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         if ticket.assignee != user.username:
             _approver(user)
         values = {"open_key": conversation_key(ticket.channel, ticket.chat_id),
@@ -639,8 +651,7 @@ class Casework:
 
     async def note(self, ticket_id: str, user: User, text: str) -> None:
         """Add an internal note (never shown to the customer)."""
-        _casework(user)
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         body = _text(text, "text", required=True)
         async with self._sessions() as session, session.begin():
             session.add(NoteRow(ticket_id=ticket.id, author=user.username, text=body,
@@ -709,7 +720,7 @@ class Casework:
             row.responsible = responsible
             row.proposal = _text(data.get("proposal"), "proposal")
             row.complex, row.customer_told = complex_, told
-            row.due = add_working_days(ticket.registered_at, days)
+            row.due = self.sla.investigation_due(ticket.registered_at, days)
             row.updated_by, row.updated_at = user.username, now
             record = _investigation(row)
         if ticket.status == S.ASSIGNED.value:
@@ -721,8 +732,7 @@ class Casework:
 
     async def flag_malicious(self, ticket_id: str, user: User, reason: str) -> Ticket:
         """Flag a suspected malicious complaint for legal review (audited)."""
-        _casework(user)
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         why = _text(reason, "reason", required=True)
         ticket = await self._write(ticket, user, {"malicious": True, "malicious_reason": why})
         await self._audit(ticket.id, user, "flag_malicious", {"reason": why})
@@ -784,12 +794,100 @@ class Casework:
                                        "audience": "supervisor"})
         return flagged
 
+    # ---- after-care (customer answers) --------------------------------------------------
+    # The customer's own answers to the bot's after-care questions (handoff.aftercare). They
+    # run inside the customer's conversation turn, so they never send to the conversation
+    # themselves (that would wait for its lock): the bot says what happened.
+
+    SYSTEM: User = User(id="system", username="intakebot", role=Role.SUPERVISOR, department=None)
+
+    async def customer_confirmed(self, ticket_id: str) -> Ticket:
+        """The customer says the resolved problem is solved: close the ticket (audited).
+
+        Raises:
+            InvalidTransition: the ticket is no longer resolved.
+        """
+        ticket = await self.store.get(ticket_id)
+        moved = await self._move(
+            ticket, S.CLOSED, self.SYSTEM, require=S.RESOLVED,
+            values={"open_key": None, "closed_at": self.clock(), "confirmation": "confirmed"},
+            feedback="customer confirmed the problem is solved",
+            next_action="satisfaction survey in 24-48 h", done=True)
+        await self._audit(ticket.id, self.SYSTEM, "customer_confirmed", {})
+        await self._publish(moved, "closed", self.SYSTEM)
+        return moved
+
+    async def customer_denied(self, ticket_id: str) -> Ticket:
+        """The customer says it is not solved: reopen for its owner, who is told (audited).
+
+        Raises:
+            InvalidTransition: the ticket is no longer resolved.
+        """
+        ticket = await self.store.get(ticket_id)
+        owner = ticket.assignee
+        moved = await self._move(
+            ticket, S.REOPENED, self.SYSTEM, require=S.RESOLVED,
+            values={"assignee": None, "resolved_at": None, "approval": None,
+                    "confirmation": "denied", "reopen_count": TicketRow.reopen_count + 1},
+            feedback="customer says the problem is not solved",
+            next_action=f"{owner or 'the handler'}: claim it again and follow up")
+        async with self._sessions() as session, session.begin():
+            session.add(NoteRow(ticket_id=ticket.id, author=self.SYSTEM.username,
+                                text="客户表示问题仍未解决，工单已重新打开。", at=self.clock()))
+        await self._audit(ticket.id, self.SYSTEM, "customer_denied", {"owner": owner})
+        await self.events.publish({"type": "ticket", "event": "customer_denied",
+                                   "ticket_id": moved.id, "number": moved.number,
+                                   "status": moved.status, "assignee": owner, "to": owner,
+                                   "by": self.SYSTEM.username})
+        return moved
+
+    async def start_second_handling(self, ticket_id: str, overall: int) -> Ticket:
+        """An unsatisfied customer (survey): reopen for a senior handler, tell supervisors.
+
+        A conversation that has another open ticket meanwhile keeps this one closed; it is
+        still flagged and the supervisors are told.
+        """
+        ticket = await self.store.get(ticket_id)
+        reason = f"satisfaction survey: overall {overall}/5"
+        if ticket.status == S.CLOSED.value:
+            values = {"open_key": conversation_key(ticket.channel, ticket.chat_id),
+                      "assignee": None, "closed_at": None, "resolved_at": None,
+                      "approval": None, "second_handling": True,
+                      "reopen_count": TicketRow.reopen_count + 1}
+            try:
+                ticket = await self._move(ticket, S.REOPENED, self.SYSTEM, values=values,
+                                          result=reason,
+                                          next_action="second handling by a senior handler")
+            except IntegrityError:
+                ticket = await self._write(ticket, self.SYSTEM, {"second_handling": True})
+        else:
+            ticket = await self._write(ticket, self.SYSTEM, {"second_handling": True})
+        await self._audit(ticket.id, self.SYSTEM, "second_handling", {"overall": overall})
+        await self.events.publish({"type": "second_handling", "ticket_id": ticket.id,
+                                   "number": ticket.number, "status": ticket.status,
+                                   "overall": overall, "audience": "supervisor"})
+        return ticket
+
     # ---- internals ----------------------------------------------------------------------
+
+    async def _get(self, ticket_id: str, user: User) -> Ticket:
+        """The ticket, when the staff member's role and department let them work on it.
+
+        Raises:
+            Forbidden: not a casework role, or another department's ticket.
+            TicketNotFound: no such ticket.
+        """
+        _casework(user)
+        ticket = await self.store.get(ticket_id)
+        if not _in_department(user, ticket):
+            raise Forbidden(f"ticket {ticket.number} belongs to department {ticket.department}; "
+                            f"agents of {user.department} work on their own department's "
+                            "tickets (ask a supervisor to transfer it)")
+        return ticket
 
     async def _owned(self, ticket_id: str, user: User,
                      statuses: Sequence[S] | None = _WORKING) -> Ticket:
-        _casework(user)
-        ticket = await self.store.get(ticket_id)
+        ticket = await self._get(ticket_id, user)
         if not _handles(user, ticket):
             raise Forbidden(f"ticket {ticket.number} is handled by "
                             f"{ticket.assignee or 'nobody yet'}; claim it first")
@@ -894,6 +992,14 @@ def _casework(user: User) -> None:
 def _approver(user: User) -> None:
     if user.role not in APPROVER_ROLES:
         raise Forbidden("this needs a supervisor or an admin")
+
+
+def _in_department(user: User, ticket: Ticket) -> bool:
+    # An agent with a department works on its tickets, and on any ticket they hold (so changing
+    # a held ticket's department does not lock its holder out mid-work); agents without one,
+    # supervisors and admins work on all.
+    return (user.role is not Role.AGENT or not user.department
+            or ticket.department == user.department or ticket.assignee == user.username)
 
 
 def _handles(user: User, ticket: Ticket) -> bool:

@@ -115,9 +115,15 @@ def _endpoint(cache: _KeyCache, handler: Handler, action: Action | None
 async def _json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise FieldTooLong(f"request body larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise FieldTooLong(f"request body larger than {MAX_BODY} bytes")
+    # content.read(n) returns what has arrived, not n bytes: read until the end.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise FieldTooLong(f"request body larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         data = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:

@@ -21,6 +21,7 @@ from handoff.api import USERS
 from knowledge_base.retrieval import Searcher
 from knowledge_base.service import make_searcher
 from nlp.analyzer import Analyzer
+from tests.handoff.conftest import COMPLAINT
 
 pytestmark = pytest.mark.browser
 
@@ -161,4 +162,111 @@ async def test_claim_reply_resolve_approve_close(server: tuple[str, web.Applicat
     await expect(agent.locator("#ticket-status")).to_have_text("closed")
     await expect(agent.locator("#history li").last).to_contain_text("closed")
     await agent.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert not errors
+
+
+async def _api(session: Any, base: str, name: str) -> dict[str, str]:
+    """Bearer headers of a staff member, logged in through the API."""
+    async with session.post(base + "/api/auth/login",
+                            json={"username": name, "password": PASSWORD}) as response:
+        assert response.status == 200
+        return {"Authorization": "Bearer " + (await response.json())["token"]}
+
+
+async def _complaint(session: Any, base: str, chat_id: str) -> str:
+    """A customer registers a complaint on the web chat API; the ticket id."""
+    url = f"{base}/api/webchat/{chat_id}/messages"
+    async with session.post(url, json={"text": COMPLAINT}) as response:
+        first = await response.json()
+    confirm = next(b for r in first["replies"] for b in r["buttons"])
+    async with session.post(url, json={"text": confirm}) as response:
+        ticket_id: str = (await response.json())["ticket_id"]
+    assert ticket_id
+    return ticket_id
+
+
+async def test_merchant_answer_reopen_badges_and_department_queue(
+        server: tuple[str, web.Application], browser: Any) -> None:
+    import aiohttp
+    from playwright.async_api import expect
+    from sqlalchemy import update
+
+    from bot.app import TICKETS
+    from handoff.tickets import TicketRow
+
+    base, app = server
+    await app[USERS].add("lee", PASSWORD, "agent", department="logistics")
+    errors: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        ticket_id = await _complaint(session, base, "browser-aftercare")
+        alice_api = await _api(session, base, "alice")
+
+        async def ticket() -> dict[str, Any]:
+            async with session.get(f"{base}/api/tickets/{ticket_id}",
+                                   headers=alice_api) as response:
+                assert response.status == 200
+                data: dict[str, Any] = await response.json()
+                return data
+
+        number = (await ticket())["number"]
+
+        # An agent of another department sees neither the ticket nor another queue.
+        lee = await browser.new_page(locale="zh-CN")
+        lee.on("pageerror", lambda exc: errors.append(str(exc)))
+        await log_in(lee, base, "lee")
+        await expect(lee.locator("#filter-department")).to_have_value("logistics")
+        assert await lee.locator("#filter-department").get_attribute("readonly") is not None
+        await expect(lee.locator("#queue li")).to_have_count(0)
+
+        agent = await browser.new_page(locale="zh-CN")
+        agent.on("pageerror", lambda exc: errors.append(str(exc)))
+        await log_in(agent, base, "alice")
+        await agent.locator("#queue li", has_text=number).click()
+        await expect(agent.locator("#ticket-number")).to_have_text(number)
+        await expect(agent.locator("#merchant-answer")).to_be_hidden()
+        await expect(agent.locator("#reopen")).to_be_hidden()
+        await expect(agent.locator("#ticket-badges .badge")).to_have_count(0)
+        await agent.click("#claim")
+        await expect(agent.locator("#ticket-status")).to_have_text("assigned")
+
+        # Copied to a merchant: the answer button appears, and records what was answered.
+        await agent.fill("#merchant", "美的旗舰店")
+        await agent.click("#copy-merchant")
+        await expect(agent.locator("#merchant-status")).to_contain_text("美的旗舰店")
+        await expect(agent.locator("#merchant-answer")).to_be_visible()
+        agent.once("dialog", lambda dialog: dialog.accept("商家同意换货"))
+        await agent.click("#merchant-answer")
+        await expect(agent.locator("#merchant-answer")).to_be_hidden()
+        await expect(agent.locator("#merchant-status")).to_contain_text("已于")
+        answered = await ticket()
+        assert answered["merchant_answered_at"]
+        assert any(n["text"] == "[美的旗舰店] 商家同意换货" for n in answered["notes"])
+
+        # Resolved and closed: reopen appears; cancelling the prompt changes nothing.
+        await agent.select_option("#solution", "exchange")
+        await agent.click("#resolve")
+        await expect(agent.locator("#ticket-status")).to_have_text("resolved")
+        await expect(agent.locator("#reopen")).to_be_visible()
+        await agent.click("#close")
+        await expect(agent.locator("#ticket-status")).to_have_text("closed")
+        agent.once("dialog", lambda dialog: dialog.dismiss())
+        await agent.click("#reopen")
+        await expect(agent.locator("#ticket-status")).to_have_text("closed")
+        assert (await ticket())["status"] == "closed"
+        agent.once("dialog", lambda dialog: dialog.accept("客户说新机也不能加热"))
+        await agent.click("#reopen")
+        await expect(agent.locator("#ticket-status")).to_have_text("reopened")
+        await expect(agent.locator("#reopen")).to_be_hidden()
+        reopened = await ticket()
+        assert reopened["status"] == "reopened" and reopened["assignee"] is None
+        assert reopened["history"][-1]["result"] == "客户说新机也不能加热"
+
+        # After-care and retention state shows as read-only badges.
+        async with app[TICKETS].engine.begin() as conn:
+            await conn.execute(update(TicketRow).where(TicketRow.id == ticket_id).values(
+                confirmation="denied", reopen_count=2, second_handling=True, legal_hold=True))
+        await agent.locator("#queue li", has_text=number).click()
+        badges = agent.locator("#ticket-badges .badge")
+        await expect(badges).to_have_count(4)
+        await expect(badges).to_have_text(["客户表示未解决", "重开 2 次", "二次处理", "法务保全"])
     assert not errors

@@ -7,6 +7,11 @@
   const state = { token: sessionStorage.getItem("console-token"), user: null, current: null,
                   tickets: [], socket: null, pendingText: null };
 
+  const CONFIRMATION = { asked: "已询问客户是否解决", confirmed: "客户确认已解决",
+                         denied: "客户表示未解决" };
+  // Statuses in which the holder (or a supervisor) works on a ticket: the API's _WORKING.
+  const WORKING = ["assigned", "investigating"];
+
   const FORM_FIELDS = [
     ["customer_name", "客户姓名"], ["phone", "联系电话"], ["email", "邮箱"],
     ["customer_id", "会员号"], ["member_level", "会员等级"], ["category", "类型"],
@@ -80,9 +85,13 @@
     $("desk-view").hidden = false;
     const supervisor = ["supervisor", "admin"].includes(state.user.role);
     document.querySelectorAll(".supervisor").forEach((b) => { b.hidden = !supervisor; });
-    if (state.user.department && !$("filter-department").value) {
+    // An agent of a department works on its tickets only (the API refuses the others).
+    const bound = state.user.role === "agent" && Boolean(state.user.department);
+    if (state.user.department && (bound || !$("filter-department").value)) {
       $("filter-department").value = state.user.department;
     }
+    $("filter-department").readOnly = bound;
+    $("filter-department").title = bound ? "只显示本部门（" + state.user.department + "）的工单" : "";
     connect();
     await loadQueue();
   }
@@ -159,6 +168,8 @@
     if (t.malicious) flags.push("疑似恶意投诉");
     if (t.approval) flags.push("审批：" + t.approval);
     $("ticket-flags").textContent = flags.join("；");
+    renderBadges(t);
+    renderActions(t);
 
     const transcript = $("transcript");
     transcript.replaceChildren();
@@ -203,6 +214,46 @@
     $("solution-view").textContent = t.solution
       ? "方案：" + t.solution + (t.solution_amount ? " " + t.solution_amount + " 元" : "") : "";
     renderEvidence(t);
+  }
+
+  // After-care and retention state: read-only badges, each only when it says something.
+  function renderBadges(t) {
+    const box = $("ticket-badges");
+    box.replaceChildren();
+    if (t.confirmation) {
+      box.append(el("span", CONFIRMATION[t.confirmation] || t.confirmation,
+                    "badge badge-confirmation badge-confirmation-" + t.confirmation));
+    }
+    if (t.reopen_count) box.append(el("span", "重开 " + t.reopen_count + " 次", "badge badge-reopened"));
+    if (t.second_handling) box.append(el("span", "二次处理", "badge badge-second-handling"));
+    if (t.legal_hold) box.append(el("span", "法务保全", "badge badge-legal-hold"));
+  }
+
+  // Buttons shown only when the API would accept them from this user.
+  function renderActions(t) {
+    const supervisor = ["supervisor", "admin"].includes(state.user.role);
+    const mine = t.assignee === state.user.username;
+    $("reopen").hidden = !(["resolved", "closed"].includes(t.status) && (supervisor || mine));
+    const pending = Boolean(t.merchant) && !t.merchant_answered_at;
+    $("merchant-answer").hidden = !(pending && (supervisor || mine) && WORKING.includes(t.status));
+    let merchant = "";
+    if (t.merchant && t.merchant_answered_at) {
+      merchant = "商家 " + t.merchant + " 已于 " + new Date(t.merchant_answered_at).toLocaleString() + " 答复";
+    } else if (t.merchant) {
+      merchant = "已抄送商家 " + t.merchant + "，答复时限：" + new Date(t.merchant_due).toLocaleString();
+    }
+    $("merchant-status").textContent = merchant;
+  }
+
+  // Asks for a required reason; null when the agent cancels or leaves it empty.
+  function ask(question) {
+    const answer = window.prompt(question);
+    if (answer === null) return null;
+    if (!answer.trim()) {
+      showError(new Error("请填写内容后再提交"));
+      return null;
+    }
+    return answer.trim();
   }
 
   async function renderEvidence(t) {
@@ -342,6 +393,14 @@
     $("approve").addEventListener("click", () => act("/approve").catch(() => {}));
     $("reject").addEventListener("click", () => act("/reject").catch(() => {}));
     $("close").addEventListener("click", () => act("/close").catch(() => {}));
+    $("reopen").addEventListener("click", () => {
+      const reason = ask("重新打开的原因（记入进度，转二次处理）：");
+      if (reason !== null) act("/reopen", { reason }).catch(() => {});
+    });
+    $("merchant-answer").addEventListener("click", () => {
+      const text = ask("商家的答复（记为内部备注，停止 24 小时计时）：");
+      if (text !== null) act("/merchant/answer", { text }).catch(() => {});
+    });
     $("send").addEventListener("click", () => send(false));
     $("confirm-send").addEventListener("click", () => send(true));
     $("save-form").addEventListener("click", saveForm);

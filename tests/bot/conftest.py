@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,11 +54,15 @@ class RecordingDesk:
     evidence: dict[str, list[EvidenceRef]] = field(default_factory=dict)
     tickets: dict[tuple[str, str], str] = field(default_factory=dict)
     handler: str | None = None
+    closed: set[str] = field(default_factory=set)  # ticket ids no longer open
+    confirmations: list[tuple[str, bool]] = field(default_factory=list)
+    surveys: dict[str, dict[str, object]] = field(default_factory=dict)
+    resolved: set[str] = field(default_factory=set)  # tickets awaiting the customer's answer
 
     async def register(self, draft: TicketDraft) -> Receipt:
         self.drafts.append(draft)
         conversation = (draft.channel, draft.chat_id)
-        ticket_id = self.tickets.setdefault(conversation, f"t-{len(self.tickets) + 1}")
+        ticket_id = self.tickets.setdefault(conversation, f"t-{len(self.lines) + 1}")
         self.lines.setdefault(ticket_id, []).extend(draft.transcript)
         self.evidence.setdefault(ticket_id, []).extend(draft.evidence)
         due = datetime.now(UTC) + timedelta(hours=draft.sla_hours)
@@ -71,6 +75,29 @@ class RecordingDesk:
         if ticket_id is not None:
             self.lines[ticket_id].append(line)
             self.evidence[ticket_id].extend(evidence)
+
+    async def ticket_open(self, ticket_id: str) -> bool:
+        return ticket_id not in self.closed and ticket_id in self.tickets.values()
+
+    async def answer_confirmation(self, ticket_id: str, solved: bool) -> bool:
+        if ticket_id not in self.resolved:
+            return False
+        self.resolved.discard(ticket_id)
+        self.confirmations.append((ticket_id, solved))
+        if solved:
+            self.close(ticket_id)
+        return True
+
+    async def answer_survey(self, ticket_id: str, answers: Mapping[str, object]) -> bool:
+        survey = self.surveys.setdefault(ticket_id, {})
+        first_low = "overall" in answers and "overall" not in survey
+        survey.update(answers)
+        return first_low and int(str(answers["overall"])) <= 2
+
+    def close(self, ticket_id: str) -> None:
+        """Staff closed it: the conversation's open-ticket slot is free again."""
+        self.closed.add(ticket_id)
+        self.tickets = {k: v for k, v in self.tickets.items() if v != ticket_id}
 
     def transcript(self, chat_id: str, channel: str = "test") -> list[TranscriptLine]:
         return self.lines[self.tickets[(channel, chat_id)]]

@@ -6,15 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import pytest
 
 from bot.dispatcher import Dispatcher, UndeliveredReply
-from bot.session import Line, Session
-from channels.base import ChannelError, OnMessage
+from bot.keys import Keys
+from bot.outbound import RedisOutbound, reply_key
+from bot.session import (
+    Delivery,
+    InMemoryDeduplicator,
+    Line,
+    RedisDeduplicator,
+    RedisLockStore,
+    Session,
+    SessionError,
+    dedup_key,
+)
+from channels.base import ChannelError, OnMessage, OutputChannel
 from channels.messages import Author, ConversationRef, IncomingMessage, OutgoingMessage
 from tests.bot.conftest import Chat, RecordingChannel, Stores
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 CONVERSATION = ConversationRef("test", "c1")
 
@@ -56,9 +72,11 @@ def message(text: str, message_id: str | None = None,
     return IncomingMessage(conversation, text, message_id=message_id or text)
 
 
-def make(stores: Stores, engine: SlowEngine, channel: RecordingChannel) -> Dispatcher:
+def make(stores: Stores, engine: SlowEngine, channel: OutputChannel,
+         queued: Collection[str] = ()) -> Dispatcher:
+    commit = stores.dedup if isinstance(stores.dedup, RedisDeduplicator) else None
     return Dispatcher(engine, stores.sessions, stores.locks, stores.dedup,
-                      {channel.name: channel})
+                      {channel.name: channel}, commit=commit, queued=queued)
 
 
 def test_the_dispatcher_is_the_channels_callback(stores: Stores) -> None:
@@ -165,3 +183,127 @@ async def test_the_real_engine_through_the_dispatcher(chat: Chat, channel: Recor
     assert again == replies
     assert chat.session is not None and chat.session.revision == 1
     assert channel.sent == replies
+
+
+# ---- crash safety ---------------------------------------------------------------------------
+
+
+@dataclass
+class KeyedChannel:
+    """An IdempotentOutput like the web chat's outbox: a key is stored once."""
+
+    name: str = "test"
+    sent: dict[str, OutgoingMessage] = field(default_factory=dict)
+    calls: int = 0
+
+    async def send(self, message: OutgoingMessage) -> None:
+        raise AssertionError("the dispatcher sends keyed replies by key")
+
+    async def send_once(self, message: OutgoingMessage, key: str) -> None:
+        self.calls += 1
+        self.sent.setdefault(key, message)
+
+
+class FlakyRecords(InMemoryDeduplicator):
+    """Fails the first record of a sent count, as if the process died right after sending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    async def record(self, key: str, delivery: Delivery) -> None:
+        if delivery.sent and not self.failed:
+            self.failed = True
+            raise SessionError("Redis is unavailable (recording a message): connection lost")
+        await super().record(key, delivery)
+
+
+async def test_a_resend_after_a_lost_sent_count_is_stored_once() -> None:
+    from bot.session import InMemoryLockStore, InMemorySessionStore
+
+    engine, channel = SlowEngine(replies_per_message=2), KeyedChannel()
+    dispatcher = Dispatcher(engine, InMemorySessionStore(), InMemoryLockStore(), FlakyRecords(),
+                            {channel.name: channel})
+    with pytest.raises(SessionError):
+        await dispatcher(message("hello", "id-1"))
+    replies = await dispatcher(message("hello", "id-1"))  # the channel redelivers
+    assert engine.calls == ["hello"]
+    assert [r.text for r in replies] == ["re hello #0", "re hello #1"]
+    assert channel.calls == 4  # both replies sent twice …
+    key = dedup_key(CONVERSATION, "id-1")
+    assert channel.sent == {reply_key(key, i): r for i, r in enumerate(replies)}  # … kept once
+
+
+@pytest.mark.redis
+async def test_a_message_whose_handler_died_is_handled_after_the_lease(
+        stores: Stores, redis_client: Redis, redis_keys: Keys) -> None:
+    """A process died holding the lock, before its commit: no record, the lease runs out, the
+    redelivery is handled on the session as it was, and answered once."""
+    if stores.kind != "redis":
+        pytest.skip("a lock that outlives its process is Redis' case")
+    engine, channel = SlowEngine(), RecordingChannel()
+    await make(stores, engine, channel)(message("first", "id-0"))
+    await redis_client.set(redis_keys.lock(CONVERSATION.key), "dead-process", px=300)
+    locks = RedisLockStore(redis_client, keys=redis_keys, timeout=10.0)
+    dispatcher = Dispatcher(engine, stores.sessions, locks, stores.dedup,
+                            {channel.name: channel}, commit=stores.dedup)  # type: ignore[arg-type]
+    replies = await dispatcher(message("second", "id-1"))
+    assert [r.text for r in replies] == ["re second #0"]
+    session = await stores.sessions.get(CONVERSATION.key)
+    assert session is not None and session.revision == 2
+    assert [line.text for line in session.transcript] == ["first", "second"]
+    assert [m.text for m in channel.sent] == ["re first #0", "re second #0"]
+
+
+async def test_a_handler_that_finishes_after_a_newer_commit_writes_nothing(
+        stores: Stores) -> None:
+    """Two handlers of one message (the first overran its lease): the first commit wins, the
+    other answers with its replies and sends nothing."""
+    if stores.kind != "redis":
+        pytest.skip("the atomic commit is Redis'")
+    assert isinstance(stores.dedup, RedisDeduplicator)
+    engine, channel = SlowEngine(), RecordingChannel()
+    dispatcher = make(stores, engine, channel)
+    key = dedup_key(CONVERSATION, "id-1")
+    won = Delivery((OutgoingMessage(CONVERSATION, "re hello #0"),), sent=1)
+    new = Session.new(CONVERSATION, message("x").received_at)
+    await stores.dedup.commit(key, won, replace(new, revision=1))
+    engine_session = await stores.sessions.get(CONVERSATION.key)
+    # the slow handler computed its result before the winner's commit
+    assert await stores.dedup.commit(key, Delivery((OutgoingMessage(CONVERSATION, "late"),)),
+                                     replace(new, revision=1, kb_misses=5)) == won
+    assert await stores.sessions.get(CONVERSATION.key) == engine_session
+    assert await dispatcher(message("hello", "id-1")) == list(won.replies)
+    assert engine.calls == [] and channel.sent == []
+
+
+def test_queued_channels_need_the_atomic_commit() -> None:
+    from bot.session import InMemoryLockStore, InMemorySessionStore
+
+    with pytest.raises(ValueError, match="atomic commit"):
+        Dispatcher(SlowEngine(), InMemorySessionStore(), InMemoryLockStore(),
+                   InMemoryDeduplicator(), {}, queued={"test"})
+
+
+@pytest.mark.redis
+async def test_a_queued_channel_gets_its_replies_from_the_outbound_stream(
+        stores: Stores, redis_client: Redis, redis_keys: Keys) -> None:
+    if stores.kind != "redis":
+        pytest.skip("the outbound stream is Redis'")
+    assert isinstance(stores.dedup, RedisDeduplicator)
+    engine, channel = SlowEngine(replies_per_message=2), RecordingChannel()
+    dispatcher = make(stores, engine, channel, queued={"test"})
+    outbound = RedisOutbound(redis_client, stores.dedup, {channel.name: channel},
+                             keys=redis_keys, block=0.1)
+    await outbound.ensure_group()
+    replies = await dispatcher(message("hello", "id-1"))
+    assert [r.text for r in replies] == ["re hello #0", "re hello #1"]
+    assert channel.sent == []  # accepted for sending: on the stream, not sent inline
+    assert await redis_client.xlen(redis_keys.outbound) == 1
+    assert await outbound.run_once() == 1
+    assert channel.sent == replies
+    assert await redis_client.xlen(redis_keys.outbound) == 0  # acknowledged and deleted
+    assert await dispatcher(message("hello", "id-1")) == replies  # redelivered: not requeued
+    assert await redis_client.xlen(redis_keys.outbound) == 0
+    record = await stores.dedup.find(dedup_key(CONVERSATION, "id-1"))
+    assert record is not None and record.complete

@@ -7,14 +7,25 @@ state, the form, the ticket draft, which reply template was used and the script 
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 
 import pytest
 
-from bot.engine import HANDBACK, TAKEOVER, Engine, UnknownCommand, choose_lang, valid_order_id
+from bot.engine import (
+    CONFIRM,
+    HANDBACK,
+    NOTIFY,
+    SURVEY,
+    TAKEOVER,
+    Engine,
+    UnknownCommand,
+    choose_lang,
+    valid_order_id,
+)
 from bot.replies import default_replies
-from bot.session import Ask, Session, State
+from bot.session import Ask, Question, Session, State
 from channels.messages import Attachment, Author, OutgoingMessage
 from handoff.intake import EvidenceRef, HandoffReason
 from nlp.labels import Category, Demand, Lang, Priority
@@ -455,3 +466,136 @@ def test_every_reply_key_the_engine_uses_exists() -> None:
     used = set(re.findall(r'_say\(s, turn, "([a-z_]+)"', source))
     used |= {f"ask_{a.value}" for a in Ask}
     assert used <= set(default_replies().templates)
+
+
+# ---- after-care: notices, the closing confirmation, the survey, closed tickets ---------------
+
+
+def aftercare(name: str, ticket_id: str, number: str = "TS000001", **extra: object) -> str:
+    return f"{name} " + json.dumps({"ticket_id": ticket_id, "number": number, **extra})
+
+
+async def registered(chat: Chat | EngineChat, desk: RecordingDesk) -> str:
+    """A customer asks for a person: the ticket exists and the session is WITH_AGENT."""
+    await chat.say("转人工")
+    assert chat.state() is State.WITH_AGENT
+    [ticket_id] = desk.tickets.values()
+    return ticket_id
+
+
+async def test_stage_notices_and_updates_in_the_customers_language(
+        talk: EngineChat, desk: RecordingDesk) -> None:
+    await talk.say("I want to speak to a human agent please")
+    assert talk.lang() is Lang.EN
+    ticket_id = desk.tickets[("test", talk.conversation.chat_id)]
+    replies = await talk.say(aftercare(NOTIFY, ticket_id, event="investigating"),
+                             author=Author.SYSTEM)
+    assert talk.keys == ["notify_investigating"] and "TS000001" in replies[0].text
+    assert script_of(replies) is Lang.EN
+    assert talk.state() is State.WITH_AGENT  # a notice changes nothing else
+    replies = await talk.say(aftercare(NOTIFY, ticket_id, event="update", status="investigating"),
+                             author=Author.SYSTEM)
+    assert talk.keys == ["notify_update"] and "investigation" in replies[0].text
+    # A session that expired: the ticket's language is used.
+    fresh = EngineChat(talk.engine)
+    replies = await fresh.say(aftercare(NOTIFY, "t-9", event="assigned", lang="zh-Hant"),
+                              author=Author.SYSTEM)
+    assert fresh.keys == ["notify_assigned"] and script_of(replies) is Lang.ZH_HANT
+    for bad in (f"{NOTIFY} not json", aftercare(NOTIFY, ticket_id, event="exploded"),
+                f"{CONFIRM} " + json.dumps({"number": "TS1"})):
+        with pytest.raises(UnknownCommand):
+            await talk.say(bad, author=Author.SYSTEM)
+
+
+async def test_confirmation_yes_closes_and_the_next_message_starts_afresh(
+        chat: Chat, desk: RecordingDesk) -> None:
+    ticket_id = await registered(chat, desk)
+    desk.resolved.add(ticket_id)
+    replies = await chat.say(aftercare(CONFIRM, ticket_id), author=Author.SYSTEM)
+    assert chat.keys == ["confirm_solved"] and replies[0].buttons == ("是", "否")
+    assert chat.state() is State.WITH_AGENT  # the question is the bot's, the agent stays
+    await chat.say("我还想问一下")  # not an answer: kept on the ticket, asked again
+    assert chat.keys == ["confirm_again"] and desk.confirmations == []
+    assert [line.text for line in desk.transcript(chat.conversation.chat_id)][-2] == "我还想问一下"
+    await chat.say("是")
+    assert chat.keys == ["confirm_closed"] and desk.confirmations == [(ticket_id, True)]
+    assert chat.state() is State.GREETING and chat.session is not None
+    assert chat.session.ticket_id is None and chat.session.question is None
+
+
+async def test_confirmation_no_reopens_and_the_bot_keeps_the_record(
+        talk: EngineChat, desk: RecordingDesk) -> None:
+    ticket_id = await registered(talk, desk)
+    desk.resolved.add(ticket_id)
+    await talk.say(aftercare(CONFIRM, ticket_id), author=Author.SYSTEM)
+    await talk.say("没有解决")
+    assert talk.keys == ["confirm_reopened"] and desk.confirmations == [(ticket_id, False)]
+    assert talk.state() is State.REGISTERED
+    # Staff had acted meanwhile: the answer changes nothing and the customer is told.
+    await talk.say(aftercare(CONFIRM, ticket_id), author=Author.SYSTEM)
+    await talk.say("否")
+    assert talk.keys == ["confirm_outdated"] and len(desk.confirmations) == 1
+
+
+async def test_a_message_after_staff_closed_the_ticket_starts_a_new_intake(
+        chat: Chat, desk: RecordingDesk) -> None:
+    ticket_id = await registered(chat, desk)
+    await chat.say(HANDBACK, author=Author.SYSTEM)
+    assert chat.state() is State.REGISTERED
+    desk.close(ticket_id)
+    await chat.say("我要投诉，快递三天了还没到")
+    assert "supplement_ack" not in chat.keys and chat.state() is State.COLLECTING
+    assert chat.session is not None and chat.session.ticket_id is None
+
+
+async def test_the_survey_with_buttons_partial_answers_and_second_handling(
+        talk: EngineChat, desk: RecordingDesk) -> None:
+    ticket_id = await registered(talk, desk)
+    desk.close(ticket_id)
+    replies = await talk.say(aftercare(SURVEY, ticket_id), author=Author.SYSTEM)
+    assert talk.keys == ["survey_intro", "survey_timeliness"]
+    assert replies[-1].buttons == ("1", "2", "3", "4", "5", "结束问卷")
+    await talk.say("4")
+    assert talk.keys == ["survey_effectiveness"]
+    await talk.say("9")  # a slip: asked again
+    assert talk.keys == ["survey_invalid", "survey_effectiveness"]
+    await talk.say("3分")
+    await talk.say("5")
+    assert talk.keys == ["survey_overall"]
+    await talk.say("2")
+    assert talk.keys == ["survey_second_handling", "survey_best_aspect"]
+    replies = await talk.say("服务态度")
+    assert talk.keys == ["survey_improve_aspect"] and "沟通清晰" in replies[-1].buttons
+    await talk.say("响应速度")
+    assert talk.keys == ["survey_suggestion"]
+    await talk.say("希望退款再快一点")
+    assert talk.keys == ["survey_thanks"]
+    assert desk.surveys[ticket_id] == {
+        "timeliness": 4, "effectiveness": 3, "attitude": 5, "overall": 2,
+        "best_aspect": "attitude", "improve_aspect": "speed", "suggestion": "希望退款再快一点"}
+    assert talk.session is not None and talk.session.question is None
+
+
+async def test_the_survey_can_be_stopped_and_a_new_story_ends_it(
+        talk: EngineChat, desk: RecordingDesk) -> None:
+    ticket_id = await registered(talk, desk)
+    desk.close(ticket_id)
+    await talk.say(aftercare(SURVEY, ticket_id), author=Author.SYSTEM)
+    await talk.say("5")
+    await talk.say("结束问卷")
+    assert talk.keys == ["survey_stopped"] and desk.surveys[ticket_id] == {"timeliness": 5}
+    await talk.say(aftercare(SURVEY, ticket_id), author=Author.SYSTEM)
+    await talk.say("我要投诉，买的手机屏幕有坏点，订单号4521987634123")
+    assert "survey_effectiveness" not in talk.keys and talk.state() is State.COLLECTING
+    # An e-mail customer gets the link instead of questions.
+    replies = await talk.say(aftercare(SURVEY, ticket_id, link="https://x.test/survey/abc"),
+                             author=Author.SYSTEM)
+    assert talk.keys == ["survey_link"] and "https://x.test/survey/abc" in replies[0].text
+    assert talk.session is not None and talk.session.question is None
+
+
+def test_a_session_keeps_its_question_through_json() -> None:
+    session = Session(key="test:a", channel="test", chat_id="a",
+                      updated_at=datetime(2026, 11, 23, tzinfo=UTC),
+                      question=Question("survey", "t-1", "TS1", "overall"))
+    assert Session.loads(session.dumps()) == session

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -27,6 +28,7 @@ from bot.session import (
     RedisLockStore,
     RedisSessionStore,
     Session,
+    SessionError,
     SessionStore,
     StaleSession,
     State,
@@ -222,22 +224,14 @@ def delivery(sent: int = 0) -> Delivery:
     return Delivery((reply, OutgoingMessage(CONVERSATION, "agent", author=Author.AGENT)), sent)
 
 
-async def test_a_message_is_claimed_once_and_its_replies_remembered(dedup: Deduplicator) -> None:
+async def test_a_handled_message_is_remembered_with_its_replies(dedup: Deduplicator) -> None:
     key = dedup_key(CONVERSATION, "m1")
-    assert await dedup.claim(key) is None
-    pending = await dedup.claim(key)  # still being handled: no replies to give yet
-    assert pending is not None and pending.replies == ()
-    await dedup.record(key, delivery(sent=1))
-    assert await dedup.claim(key) == delivery(sent=1)
-    await dedup.release(key)  # handled: a release does not forget it
-    assert await dedup.claim(key) == delivery(sent=1)
-
-
-async def test_a_released_claim_can_be_claimed_again(dedup: Deduplicator) -> None:
-    key = dedup_key(CONVERSATION, "m2")
-    assert await dedup.claim(key) is None
-    await dedup.release(key)
-    assert await dedup.claim(key) is None
+    assert await dedup.find(key) is None
+    await dedup.record(key, delivery())
+    assert await dedup.find(key) == delivery()
+    await dedup.record(key, delivery(sent=1))  # a reply was sent: the count moves on
+    assert await dedup.find(key) == delivery(sent=1)
+    assert await dedup.find(dedup_key(CONVERSATION, "m2")) is None
 
 
 def test_message_ids_are_per_chat() -> None:
@@ -247,22 +241,100 @@ def test_message_ids_are_per_chat() -> None:
 
 async def test_in_memory_records_expire() -> None:
     clock = Clock()
-    dedup = InMemoryDeduplicator(ttl=timedelta(hours=1), claim_ttl=timedelta(seconds=60),
-                                 clock=clock)
-    assert await dedup.claim("a") is None
-    clock.now += 61  # a claim whose handler died lapses after the lock lease
-    assert await dedup.claim("a") is None
+    dedup = InMemoryDeduplicator(ttl=timedelta(hours=1), clock=clock)
     await dedup.record("a", delivery())
     clock.now += 3599
-    assert await dedup.claim("a") is not None
+    assert await dedup.find("a") is not None
     clock.now += 2
-    assert await dedup.claim("a") is None
+    assert await dedup.find("a") is None
+    assert len(dedup) == 0
 
 
 @pytest.mark.redis
 async def test_redis_dedup_keys_have_a_ttl(redis_client: Redis, redis_keys: Keys) -> None:
     dedup = RedisDeduplicator(redis_client, keys=redis_keys)
-    await dedup.claim("k")
-    assert 0 < await redis_client.ttl(redis_keys.dedup("k")) <= 60
     await dedup.record("k", delivery())
     assert 60 < await redis_client.ttl(redis_keys.dedup("k")) <= 86400
+
+
+# ---- the atomic commit ----------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_commit_stores_the_session_and_the_record_together(redis_client: Redis,
+                                                                 redis_keys: Keys) -> None:
+    dedup = RedisDeduplicator(redis_client, keys=redis_keys)
+    sessions = RedisSessionStore(redis_client, keys=redis_keys)
+    key = dedup_key(CONVERSATION, "m1")
+    assert await dedup.commit(key, delivery(), full_session(1)) == delivery()
+    assert await sessions.get(CONVERSATION.key) == full_session(1)
+    assert await dedup.find(key) == delivery()
+    assert 6 * 86400 < await redis_client.ttl(redis_keys.session(CONVERSATION.key)) <= 7 * 86400
+    assert 3600 < await redis_client.ttl(redis_keys.dedup(key)) <= 86400
+    assert await redis_client.xlen(redis_keys.outbound) == 0  # not queued unless asked
+
+
+@pytest.mark.redis
+async def test_a_stale_commit_writes_neither_the_session_nor_the_record(
+        redis_client: Redis, redis_keys: Keys) -> None:
+    dedup = RedisDeduplicator(redis_client, keys=redis_keys)
+    sessions = RedisSessionStore(redis_client, keys=redis_keys)
+    await sessions.put(full_session(1))
+    await sessions.put(full_session(2))
+    key = dedup_key(CONVERSATION, "late")
+    with pytest.raises(StaleSession):  # computed on revision 1, while 2 is stored
+        await dedup.commit(key, delivery(), replace(full_session(2), kb_misses=0))
+    assert await dedup.find(key) is None
+    assert await sessions.get(CONVERSATION.key) == full_session(2)
+
+
+@pytest.mark.redis
+async def test_the_first_commit_of_a_message_wins(redis_client: Redis, redis_keys: Keys) -> None:
+    """A handler whose lock lease ran out finishes after the one that took over: it writes
+    nothing and answers with the replies already recorded."""
+    dedup = RedisDeduplicator(redis_client, keys=redis_keys)
+    sessions = RedisSessionStore(redis_client, keys=redis_keys)
+    key = dedup_key(CONVERSATION, "m1")
+    first = Delivery((OutgoingMessage(CONVERSATION, "first"),))
+    assert await dedup.commit(key, first, full_session(1)) == first
+    second = await dedup.commit(key, delivery(), replace(full_session(1), kb_misses=3),
+                                queue=True)
+    assert second == first
+    assert await sessions.get(CONVERSATION.key) == full_session(1)
+    assert await redis_client.xlen(redis_keys.outbound) == 0
+
+
+@pytest.mark.redis
+async def test_commit_can_queue_the_message_for_the_senders(redis_client: Redis,
+                                                            redis_keys: Keys) -> None:
+    dedup = RedisDeduplicator(redis_client, keys=redis_keys)
+    key = dedup_key(CONVERSATION, "m1")
+    await dedup.commit(key, delivery(), full_session(1), queue=True)
+    entries: Any = await redis_client.xrange(redis_keys.outbound)
+    [(_, fields)] = entries
+    assert fields == {b"dedup": key.encode()}
+
+
+async def test_redis_errors_become_session_errors() -> None:
+    """A Redis that is down is a SessionError (the app answers 503), not a crash."""
+    client = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.5)
+    try:
+        keys = Keys("intakebot-test-down:")
+        with pytest.raises(SessionError, match="Redis is unavailable"):
+            await RedisDeduplicator(client, keys=keys).find("k")
+        with pytest.raises(SessionError):
+            await RedisSessionStore(client, keys=keys).get("k")
+        with pytest.raises(SessionError):
+            async with RedisLockStore(client, keys=keys).lock("k"):
+                pass
+        with pytest.raises(SessionError):
+            await RedisDeduplicator(client, keys=keys).commit("k", delivery(), full_session())
+    finally:
+        await client.aclose()
+
+
+async def test_the_first_received_time_is_kept(dedup: Deduplicator) -> None:
+    later = NOW + timedelta(seconds=30)
+    assert await dedup.first_seen("m1", NOW) == NOW
+    assert await dedup.first_seen("m1", later) == NOW  # handled again: the first time
+    assert await dedup.first_seen("m2", later) == later

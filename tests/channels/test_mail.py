@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import imaplib
+import ipaddress
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -35,8 +39,11 @@ from channels.mail import (
     FileThreadStore,
     Mail,
     MailConfig,
+    MailDeliveryFailed,
     MalformedMail,
+    Outbox,
     Security,
+    SmtpLoginRefused,
     Thread,
     build_reply,
     html_to_text,
@@ -217,9 +224,12 @@ def test_config_from_env() -> None:
     assert plain is not None and (plain.imap_port, plain.smtp_port) == (143, 465)
     for bad in ({"MAIL_IMAP_HOST": "x"}, {**env, "MAIL_FROM": "nobody"},
                 {**env, "MAIL_SMTP_SECURITY": "ssl3"}, {**env, "MAIL_POLL_SECONDS": "0"},
-                {**env, "MAIL_IMAP_TLS": "maybe"}):
+                {**env, "MAIL_IMAP_TLS": "maybe"}, {**env, "MAIL_TLS_CA_FILE": "/no/such.pem"}):
         with pytest.raises(ValueError):
             MailConfig.from_env(bad)
+    assert config.tls_ca_file is None
+    ca = MailConfig.from_env({**env, "MAIL_TLS_CA_FILE": __file__})
+    assert ca is not None and ca.tls_ca_file == __file__
 
 
 async def test_threads_in_files_outlive_the_process(tmp_path: Path) -> None:
@@ -246,6 +256,7 @@ class Dovecot:
     """A dovecot IMAP server of our own, with one user and an empty maildir."""
 
     port: int
+    tls_port: int = 0  # IMAPS, when started with a certificate
     user: str = "shop"
     password: str = "imap-test-password"
 
@@ -278,7 +289,7 @@ listen = 127.0.0.1
 base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1
@@ -297,7 +308,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 """
@@ -306,6 +318,13 @@ service imap-login {{
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     """Debian's dovecot-imapd, run in the foreground on a free port, stopped afterwards."""
+    with run_dovecot(None) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_dovecot(certificate: Certificate | None) -> Iterator[Dovecot]:
+    """Start dovecot; with a certificate it serves IMAPS as well, on `Dovecot.tls_port`."""
     if not os.path.exists(DOVECOT):
         pytest.fail("the e-mail tests need Debian's dovecot-imapd: apt-get install dovecot-imapd")
     if os.geteuid() != 0:
@@ -313,12 +332,15 @@ def dovecot() -> Iterator[Dovecot]:
     # A short path: dovecot's sockets live under base_dir and a socket path is at most 108 bytes.
     base = Path(tempfile.mkdtemp(prefix="dovecot-", dir="/tmp"))
     base.chmod(0o755)
-    server = Dovecot(free_port())
+    server = Dovecot(free_port(), free_port() if certificate else 0)
+    ssl_conf = "ssl = no" if certificate is None else (
+        f"ssl = yes\nssl_cert = <{certificate.cert}\nssl_key = <{certificate.key}")
     (base / "home").mkdir()
     os.chown(base / "home", 65534, 65534)
     (base / "passwd").write_text(f"{server.user}:{{PLAIN}}{server.password}::::::\n")
     (base / "dovecot.conf").write_text(CONF.format(base=base, uid=65534, gid=65534,
-                                                   port=server.port))
+                                                   port=server.port, tls_port=server.tls_port,
+                                                   ssl=ssl_conf))
     process = subprocess.Popen([DOVECOT, "-F", "-c", str(base / "dovecot.conf")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -353,10 +375,14 @@ class SmtpRecorder:
 
     received: list[tuple[str, list[str], EmailMessage]] = field(default_factory=list)
     refuse: list[str] = field(default_factory=list)  # answers to give instead of accepting
+    secured: list[bool] = field(default_factory=list)  # each accepted message came over TLS
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse:
             return self.refuse.pop(0)
+        # session.ssl is set by STARTTLS only; an implicit-TLS transport tells its cipher
+        self.secured.append(session.ssl is not None
+                            or server.transport.get_extra_info("cipher") is not None)
         message = BytesParser(policy=policy.default).parsebytes(envelope.content)
         assert isinstance(message, EmailMessage)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), message))
@@ -407,12 +433,15 @@ class Shop:
 @pytest.fixture
 async def shop_factory(make_app: AppFactory, aiohttp_client: AiohttpClient, dovecot: Dovecot,
                        smtp: Smtp) -> Callable[..., Awaitable[Shop]]:
-    async def build(*, poll_seconds: float = 3600.0, wrap: Wrap | None = None) -> Shop:
+    async def build(*, poll_seconds: float = 3600.0, wrap: Wrap | None = None,
+                    server: Smtp | None = None, **smtp_settings: Any) -> Shop:
+        outgoing = server or smtp
         config = MailConfig(
             imap_host="127.0.0.1", imap_port=dovecot.port, imap_user=dovecot.user,
-            imap_password=dovecot.password, smtp_host="127.0.0.1", smtp_port=smtp.port,
+            imap_password=dovecot.password, smtp_host="127.0.0.1", smtp_port=outgoing.port,
             smtp_user="", smtp_password="", mail_from=f"网店客服 <{SERVICE}>",
             poll_seconds=poll_seconds, imap_tls=False, smtp_security=Security.NONE)
+        config = replace(config, **smtp_settings)
         files = EvidenceStore(make_app.data_dir / "evidence")
         channels: list[Mail] = []
 
@@ -423,7 +452,7 @@ async def shop_factory(make_app: AppFactory, aiohttp_client: AiohttpClient, dove
         client = await aiohttp_client(make_app(channels=channel_list))
         # The poller's start-up round must not race a test's own poll() for the same mail.
         await asyncio.wait_for(channels[0].polled.wait(), timeout=30)
-        return Shop(client, channels[0], dovecot, smtp)
+        return Shop(client, channels[0], dovecot, outgoing)
 
     return build
 
@@ -590,3 +619,206 @@ async def test_the_poller_runs_on_its_own(shop_factory: Callable[..., Awaitable[
         while not shop.smtp.messages:
             await asyncio.sleep(0.05)
     assert "发票" in shop.smtp.messages[0].get_content()
+
+
+# ---- logins and TLS: aiosmtpd with an authenticator, dovecot's IMAPS, a generated certificate ---
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """Made with `cryptography`; it is its own authority (the clients' MAIL_TLS_CA_FILE)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intakebot test server")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    directory = tmp_path_factory.mktemp("tls")
+    directory.chmod(0o755)  # dovecot reads the files
+    paths = Certificate(directory / "cert.pem", directory / "key.pem")
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return paths
+
+
+@dataclass
+class Logins:
+    """aiosmtpd's authenticator: one user, whose password a test can change; logs attempts."""
+
+    user: str = "bot@shop.example"
+    password: str = "smtp-test-password"
+    attempts: list[tuple[str, str, bool]] = field(default_factory=list)  # mechanism, user, ok
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str,
+                 auth_data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode()
+        ok = user == self.user and auth_data.password.decode() == self.password
+        self.attempts.append((mechanism, user, ok))
+        return AuthResult(success=ok, handled=False)
+
+
+@dataclass
+class SecureSmtp(Smtp):
+    logins: Logins = field(default_factory=Logins)
+
+
+SecureSmtpFactory = Callable[..., SecureSmtp]
+
+
+@pytest.fixture
+def secure_smtp(certificate: Certificate) -> Iterator[SecureSmtpFactory]:
+    """Starts aiosmtpd servers that need a login over TLS: STARTTLS, or implicit TLS."""
+    from aiosmtpd.controller import Controller
+
+    controllers: list[Controller] = []
+
+    def start(security: Security, *, mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+              ) -> SecureSmtp:
+        recorder, logins = SmtpRecorder(), Logins()
+        options: dict[str, Any] = {
+            "authenticator": logins, "auth_required": True,
+            "auth_exclude_mechanism": [m for m in ("PLAIN", "LOGIN") if m not in mechanisms]}
+        if security is Security.TLS:
+            # aiosmtpd's auth_require_tls only counts STARTTLS, and it warns about requiring AUTH
+            # without it; every byte is over TLS here, and the tests check the login happened.
+            options.update(ssl_context=certificate.server_context(), auth_require_tls=False,
+                           auth_required=False)
+        else:
+            options.update(tls_context=certificate.server_context(), require_starttls=True)
+        controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), **options)
+        controller.start()
+        controllers.append(controller)
+        return SecureSmtp(controller.port, recorder, logins)
+
+    try:
+        yield start
+    finally:
+        for controller in controllers:
+            controller.stop()
+
+
+def smtp_config(server: Smtp, security: Security, **options: Any) -> MailConfig:
+    logins = server.logins if isinstance(server, SecureSmtp) else Logins()
+    settings: dict[str, Any] = {
+        "imap_host": "127.0.0.1", "imap_port": 1, "imap_user": "-", "imap_password": "-",
+        "smtp_host": "127.0.0.1", "smtp_port": server.port, "smtp_user": logins.user,
+        "smtp_password": logins.password, "mail_from": SERVICE, "smtp_security": security,
+        **options}
+    return MailConfig(**settings)
+
+
+def outgoing(text: str = "您好") -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = SERVICE, "c@customer.example", "Re: 您好"
+    message.set_content(text)
+    return message
+
+
+@pytest.mark.parametrize(("security", "mechanism"), [
+    (Security.STARTTLS, "PLAIN"), (Security.STARTTLS, "LOGIN"), (Security.TLS, "PLAIN"),
+    (Security.TLS, "LOGIN")])
+async def test_smtp_logs_in_over_tls(secure_smtp: SecureSmtpFactory, certificate: Certificate,
+                                     security: Security, mechanism: str) -> None:
+    server = secure_smtp(security, mechanisms=(mechanism,))
+    outbox = Outbox(smtp_config(server, security, tls_ca_file=str(certificate.cert)))
+    await outbox.send(outgoing())
+    assert [m.get_content().strip() for m in server.messages] == ["您好"]
+    assert server.logins.attempts == [(mechanism, "bot@shop.example", True)]
+    assert server.recorder.secured == [True]
+
+
+async def test_a_wrong_smtp_password_is_a_clear_error_and_not_retried(
+        secure_smtp: SecureSmtpFactory, certificate: Certificate) -> None:
+    # one mechanism offered: smtplib tries each one the server offers, in one session
+    server = secure_smtp(Security.STARTTLS, mechanisms=("LOGIN",))
+    config = smtp_config(server, Security.STARTTLS, tls_ca_file=str(certificate.cert),
+                         smtp_password="wrong")
+    with pytest.raises(SmtpLoginRefused,
+                       match=r"refused the login of 'bot@shop.example' \(535 .*MAIL_SMTP_PASSWORD"):
+        await Outbox(config).send(outgoing())
+    assert server.logins.attempts == [("LOGIN", "bot@shop.example", False)]  # not retried
+    assert server.messages == []
+
+
+async def test_smtp_refuses_untrusted_certificates_and_login_without_tls(
+        secure_smtp: SecureSmtpFactory) -> None:
+    for security in (Security.STARTTLS, Security.TLS):
+        server = secure_smtp(security)
+        # the system's authorities do not know the test's self-signed certificate
+        with pytest.raises(MailDeliveryFailed, match=r"not trusted.*MAIL_TLS_CA_FILE"):
+            await Outbox(smtp_config(server, security)).send(outgoing())
+        assert server.logins.attempts == [] and server.messages == []
+    # without TLS the server does not offer AUTH at all: the password is never sent in clear
+    server = secure_smtp(Security.STARTTLS)
+    with pytest.raises(SmtpLoginRefused, match="offers no login"):
+        await Outbox(smtp_config(server, Security.NONE)).send(outgoing())
+
+
+async def test_a_refused_smtp_login_leaves_the_mail_for_the_next_poll(
+        shop_factory: Callable[..., Awaitable[Shop]], secure_smtp: SecureSmtpFactory,
+        certificate: Certificate, caplog: pytest.LogCaptureFixture) -> None:
+    server = secure_smtp(Security.STARTTLS)
+    shop = await shop_factory(server=server, smtp_security=Security.STARTTLS,
+                              smtp_user=server.logins.user, smtp_password="rotated-yesterday",
+                              tls_ca_file=str(certificate.cert))
+    message = mail("我的快递一直没到", sender="顾客 <login@customer.example>")
+    await asyncio.to_thread(shop.dovecot.deliver, message)
+    assert await shop.channel.poll() == 0
+    assert server.messages == [] and not any("\\Seen" in f for f in shop.dovecot.flags())
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("refused the login" in e and "MAIL_SMTP_PASSWORD" in e for e in errors), errors
+    server.logins.password = "rotated-yesterday"  # the server's password is put right
+    assert await shop.channel.poll() == 1
+    [reply] = server.messages
+    assert "订单号" in reply.get_content() and reply["In-Reply-To"] == message["Message-ID"]
+    assert all("\\Seen" in f for f in shop.dovecot.flags())
+
+
+async def test_imap_over_tls(certificate: Certificate, smtp: Smtp, tmp_path: Path) -> None:
+    async def on_message(message: IncomingMessage) -> list[OutgoingMessage]:
+        return [OutgoingMessage(message.conversation, f"收到：{message.text}")]
+
+    with run_dovecot(certificate) as server:
+        config = MailConfig(
+            imap_host="127.0.0.1", imap_port=server.tls_port, imap_user=server.user,
+            imap_password=server.password, smtp_host="127.0.0.1", smtp_port=smtp.port,
+            smtp_user="", smtp_password="", mail_from=SERVICE, imap_tls=True,
+            smtp_security=Security.NONE, tls_ca_file=str(certificate.cert))
+        await asyncio.to_thread(server.deliver, mail("怎么开发票？"))
+        untrusted = Mail(replace(config, tls_ca_file=None), on_message,
+                         files=EvidenceStore(tmp_path))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await untrusted.poll()
+        channel = Mail(config, on_message, files=EvidenceStore(tmp_path))
+        assert await channel.poll() == 1
+        assert [m.get_content().strip() for m in smtp.messages] == ["收到：怎么开发票？"]
+        assert all("\\Seen" in f for f in server.flags())

@@ -22,6 +22,7 @@ from channels.ratelimit import RateLimiter, RetryPolicy
 from channels.telegram import (
     SECRET_HEADER,
     TelegramChannel,
+    TelegramChannelError,
     TelegramConfig,
     TelegramDeliveryError,
     inline_keyboard,
@@ -65,6 +66,7 @@ def config(fake: FakeTelegram, **env: str) -> TelegramConfig:
 
 async def start_app(make_app: AppFactory, aiohttp_client: AiohttpClient, cfg: TelegramConfig,
                     *, limiter: RateLimiter | None = None, evidence_max_bytes: int | None = None,
+                    wrap: Callable[[OnMessage], OnMessage] | None = None,
                     ) -> tuple[Client, TelegramChannel]:
     built: list[TelegramChannel] = []
     options: dict[str, Any] = {}
@@ -74,7 +76,8 @@ async def start_app(make_app: AppFactory, aiohttp_client: AiohttpClient, cfg: Te
         files = EvidenceStore(files.root, max_bytes=evidence_max_bytes)
 
     def build(on_message: OnMessage) -> list[ChannelAdapter]:
-        built.append(TelegramChannel(cfg, on_message, files=files,
+        handler = wrap(on_message) if wrap else on_message
+        built.append(TelegramChannel(cfg, handler, files=files,
                                      limiter=limiter or RateLimiter(0, 0), policy=FAST,
                                      poll_timeout=1))
         return list(built)
@@ -91,6 +94,17 @@ async def post_update(client: Client, channel: TelegramChannel, update: dict[str
                       secret: str | None = SECRET) -> Any:
     headers = {SECRET_HEADER: secret} if secret is not None else {}
     return await client.post(channel.config.webhook_path, json=update, headers=headers)
+
+
+async def settled(fake: FakeTelegram, chat: int, count: int) -> list[dict[str, Any]]:
+    """The messages sent to `chat` once there are at least `count` and no more come for a
+    moment: with Redis, replies leave through the outbound queue after the webhook's answer."""
+    sent = await fake.wait_sent(chat, count)
+    while True:
+        await asyncio.sleep(0.3)
+        if len(fake.sent_to(chat)) == len(sent):
+            return sent
+        sent = fake.sent_to(chat)
 
 
 def texts(messages: list[dict[str, Any]]) -> str:
@@ -171,7 +185,7 @@ async def test_the_scripted_complaint_through_the_webhook(
     chat = 5551
     response = await post_update(client, channel, fake.text_update(chat, FIRST))
     assert response.status == 200, await response.text()
-    first = fake.sent_to(chat)
+    first = await settled(fake, chat, 1)
     assert first and "DD2026112012345" in texts(first)
     with_buttons = [m for m in first if keyboard(m)]
     assert with_buttons, first
@@ -180,7 +194,7 @@ async def test_the_scripted_complaint_through_the_webhook(
     response = await post_update(client, channel, press)
     assert response.status == 200, await response.text()
     assert fake.answered == [press["callback_query"]["id"]]
-    done = fake.sent_to(chat)[len(first):]
+    done = (await settled(fake, chat, len(first) + 1))[len(first):]
     await check_ticket(client, chat, texts(done))
     ticket = await tickets(client).open_ticket("telegram", str(chat))
     assert ticket is not None
@@ -218,9 +232,10 @@ async def test_the_scripted_complaint_by_polling(
 async def test_polling_retries_an_update_that_failed(
         make_app: AppFactory, aiohttp_client: AiohttpClient, fake: FakeTelegram) -> None:
     cfg = config(fake, TELEGRAM_POLLING="1")
-    _client, _channel = await start_app(make_app, aiohttp_client, cfg)
+    calls: list[str] = []
     chat = 5553
-    fake.fail("sendMessage", 500, times=3)  # every attempt of the first reply fails
+    _client, _channel = await start_app(make_app, aiohttp_client, cfg,
+                                        wrap=failing_for(chat, 2, calls))
     fake.fail("getUpdates", 500, times=1)  # and polling survives a failed getUpdates
     fake.queue(fake.text_update(chat, "我的快递一直没到", message_id=1))
     async with asyncio.timeout(20):
@@ -229,6 +244,45 @@ async def test_polling_retries_an_update_that_failed(
     await asyncio.sleep(0.3)
     sent = [m["text"] for m in fake.sent_to(chat)]
     assert len(sent) == len(set(sent)), sent  # each reply once: the message handled once
+    assert calls == [str(chat)] * 3
+
+
+def failing_for(chat: int, times: int | None,
+                calls: list[str]) -> Callable[[OnMessage], OnMessage]:
+    """Wraps the wiring's callback: messages from `chat` fail `times` times (None: always)."""
+    def wrap(on_message: OnMessage) -> OnMessage:
+        async def handle(message: IncomingMessage) -> list[OutgoingMessage]:
+            calls.append(message.conversation.chat_id)
+            failed = calls.count(str(chat))
+            if message.conversation.chat_id == str(chat) and (times is None or failed <= times):
+                raise TelegramChannelError("the conversation could not be handled")
+            return await on_message(message)
+
+        return handle
+
+    return wrap
+
+
+async def test_polling_goes_on_after_an_update_that_keeps_failing(
+        make_app: AppFactory, aiohttp_client: AiohttpClient, fake: FakeTelegram,
+        caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+    cfg = config(fake, TELEGRAM_POLLING="1")
+    _client, channel = await start_app(make_app, aiohttp_client, cfg,
+                                       wrap=failing_for(5562, None, calls))
+    updater = channel.application.updater
+    assert updater is not None and updater.running and channel.application.running
+    fake.queue(fake.text_update(5562, "我的快递一直没到"))
+    fake.queue(fake.text_update(5563, "我的快递一直没到"))
+    await fake.wait_sent(5563, 1)
+    # retried in order, with the policy's attempts, before the next update; then logged
+    assert calls[:4] == ["5562", "5562", "5562", "5563"], calls
+    assert fake.sent_to(5562) == []
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("not handled" in e and "could not be handled" in e for e in errors), errors
+    await channel.close()
+    assert not updater.running and not channel.application.running
+    await channel.close()  # the app's clean-up closes it again: harmless
 
 
 # ---- photos, buttons, supervisors ----------------------------------------------------------
@@ -337,11 +391,34 @@ async def test_a_duplicate_update_is_handled_once(
     client, channel = await start_app(make_app, aiohttp_client, config(fake))
     update = fake.text_update(5557, "我的快递一直没到")
     assert (await post_update(client, channel, update)).status == 200
-    sent = len(fake.sent)
-    assert sent
+    sent = len(await settled(fake, 5557, 1))
     results = await asyncio.gather(*[post_update(client, channel, update) for _ in range(4)])
     assert [r.status for r in results] == [200] * 4
-    assert len(fake.sent) == sent
+    await asyncio.sleep(0.5)
+    assert len(fake.sent_to(5557)) == sent
+
+
+async def test_a_failed_update_is_not_swallowed_by_the_application(
+        make_app: AppFactory, aiohttp_client: AiohttpClient, fake: FakeTelegram) -> None:
+    # PTB's process_update hands a handler's error to error handlers instead of raising it;
+    # ours hands it back to the route, which answers 503 so that Telegram delivers again.
+    calls: list[str] = []
+    client, channel = await start_app(make_app, aiohttp_client, config(fake),
+                                      wrap=failing_for(5561, 1, calls))
+    assert channel.application.updater is None and channel.application.running
+    update = fake.text_update(5561, "我的快递一直没到")
+    response = await post_update(client, channel, update)
+    assert response.status == 503, await response.text()
+    assert "could not be handled" in (await response.json())["error"]
+    assert fake.sent_to(5561) == []
+    response = await post_update(client, channel, update)  # Telegram's redelivery
+    assert response.status == 200, await response.text()
+    replies = await settled(fake, 5561, 1)
+    assert "订单号" in texts(replies)
+    response = await post_update(client, channel, update)  # and one more: already handled
+    assert response.status == 200
+    await asyncio.sleep(0.3)
+    assert calls == ["5561", "5561"] and fake.sent_to(5561) == replies
 
 
 # ---- outbound: pacing, retries, failures ---------------------------------------------------
@@ -361,7 +438,7 @@ async def test_a_429_is_retried_after_the_delay_asked(
 
 async def test_a_failure_after_the_retries_surfaces(
         make_app: AppFactory, aiohttp_client: AiohttpClient, fake: FakeTelegram) -> None:
-    client, channel = await start_app(make_app, aiohttp_client, config(fake))
+    _client, channel = await start_app(make_app, aiohttp_client, config(fake))
     fake.fail("sendMessage", 500, times=3)
     with pytest.raises(TelegramDeliveryError, match="sendMessage"):
         await channel.output.send(OutgoingMessage(ConversationRef("telegram", "78"), "您好"))
@@ -371,6 +448,13 @@ async def test_a_failure_after_the_retries_surfaces(
     with pytest.raises(ChannelError):
         await channel.output.send(OutgoingMessage(ConversationRef("telegram", "78"), "您好"))
     assert len(fake.called("sendMessage")) == 4
+
+
+async def test_a_reply_that_cannot_be_sent_makes_telegram_deliver_again(
+        make_app: AppFactory, aiohttp_client: AiohttpClient, fake: FakeTelegram) -> None:
+    if make_app.redis_url:
+        pytest.skip("with Redis, replies leave through the outbound queue, which retries them")
+    client, channel = await start_app(make_app, aiohttp_client, config(fake))
     # through the webhook: the reply fails, Telegram is answered 503 and delivers again,
     # and the redelivery sends the reply without handling the message twice
     update = fake.text_update(5558, "我的快递一直没到")
@@ -417,3 +501,29 @@ async def test_a_bad_token_fails_start_up(fake: FakeTelegram, tmp_path: Any) -> 
     with pytest.raises(ChannelError, match="cannot start"):
         await channel.start()
     await channel.close()
+
+
+def test_serve_has_a_telegram_polling_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import bot.app
+    from bot.cli import app
+    from bot.settings import Settings
+
+    served: list[Settings] = []
+    monkeypatch.setattr(bot.app, "run", lambda settings, **_: served.append(settings))
+    for name in ("TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_POLLING", "TELEGRAM_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    result = CliRunner().invoke(app, ["serve", "--telegram-polling"])
+    assert result.exit_code == 0, result.output
+    [settings] = served
+    assert settings.telegram is not None and settings.telegram.polling
+    # without the switch (or TELEGRAM_POLLING=1) the webhook's secret is needed
+    result = CliRunner().invoke(app, ["serve"])
+    assert isinstance(result.exception, ValueError)
+    assert "TELEGRAM_WEBHOOK_SECRET" in str(result.exception)
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
+    result = CliRunner().invoke(app, ["serve", "--telegram-polling"])
+    assert result.exit_code == 2 and "TELEGRAM_BOT_TOKEN" in result.output
+    assert len(served) == 1

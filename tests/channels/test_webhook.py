@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import EVIDENCE, TICKETS
+from bot.app import EVIDENCE, OUTBOUND, TICKETS
 from channels.base import ChannelAdapter, OnMessage
 from channels.messages import ConversationRef, IncomingMessage, OutgoingMessage
 from channels.ratelimit import RetryPolicy
@@ -132,6 +132,13 @@ async def say(client: Client, channel: WebhookChannel, conversation: str, text: 
                                    "message_id": message_id or uuid.uuid4().hex, **extra})
     assert response.status == 200, await response.text()
     assert await response.json() == {"ok": True}
+    await settled(client, channel)
+
+
+async def settled(client: Client, channel: WebhookChannel) -> None:
+    """Every reply so far delivered (or dead-lettered)."""
+    if OUTBOUND in client.app:  # with Redis the replies leave through the outbound stream
+        await client.app[OUTBOUND].idle()
     await channel.idle()
 
 
@@ -233,7 +240,7 @@ async def test_unsigned_forged_old_and_future_requests_are_401(
     assert (await post(client, tampered, headers=headers)).status == 401
     # a little clock skew is fine
     assert (await post(client, raw, now=now + 10)).status == 200
-    await channel.idle()
+    await settled(client, channel)
     assert callback.to("shop-3")
 
 
@@ -292,7 +299,7 @@ async def test_a_failing_callback_is_retried_with_backoff(
     callback.fail_next = 3
     await channel.output.send(reply("shop-6", "您好"))
     await channel.output.send(reply("shop-6", "还在吗"))
-    await channel.idle()
+    await settled(client, channel)
     assert [d["text"] for d in callback.to("shop-6")] == ["您好", "还在吗"]  # in order
     first = callback.to("shop-6")[0]
     assert first["buttons"] == ["是", "否"] and first["author"] == "system"
@@ -305,7 +312,7 @@ async def test_a_permanent_failure_lands_in_the_dead_letters(
     client, channel = await start_app(make_app, aiohttp_client, callback)
     callback.fail_next = 100
     await channel.output.send(reply("shop-7", "您好"))
-    await channel.idle()
+    await settled(client, channel)
     assert callback.received == []
     letters = await dead_letters(client)
     assert len(letters) == 1
@@ -315,7 +322,7 @@ async def test_a_permanent_failure_lands_in_the_dead_letters(
     callback.fail_next, callback.fail_status = 1, 422
     attempts = len(callback.attempts)
     await channel.output.send(reply("shop-7", "第二条"))
-    await channel.idle()
+    await settled(client, channel)
     assert len(callback.attempts) == attempts + 1
     letters = await dead_letters(client)
     assert [entry["delivery"]["text"] for entry in letters] == ["您好", "第二条"]
@@ -331,7 +338,7 @@ async def test_staff_see_the_dead_letters_in_the_console_api(
     client, channel = await start_app(make_app, aiohttp_client, callback)
     callback.fail_next = 100
     await channel.output.send(reply("shop-8", "您好"))
-    await channel.idle()
+    await settled(client, channel)
     users = client.app[USERS]
     await users.add("agent1", "agent-password", "agent")
     await users.add("editor1", "editor-password", "kb_editor")

@@ -141,14 +141,26 @@ COMPLAINT = ("我买的电饭煲用了两天就坏了，完全不能加热。订
              "商品是美的电饭煲，电话13812345678，我要求换货")
 
 
+MakeDesk = Callable[..., Awaitable[Desk]]
+
+
 @pytest.fixture
-async def desk(tmp_path: Path, analyzer: Analyzer, kb_searcher: Searcher,
-               aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> Desk:
+def make_desk(tmp_path: Path, analyzer: Analyzer, kb_searcher: Searcher,
+              aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> MakeDesk:
+    """Builds the real application with extra INTAKEBOT_* variables (e.g. business hours)."""
     from bot.app import create_app
     from bot.settings import Settings
 
-    clock = ManualClock()
-    settings = Settings.from_env({"INTAKEBOT_DATA_DIR": str(tmp_path / "data"),
-                                  "INTAKEBOT_SLA_CHECK_SECONDS": "3600"})
-    app = create_app(settings, analyzer=analyzer, searcher=kb_searcher, clock=clock)
-    return Desk(await aiohttp_client(app), clock)
+    async def make(**env: str) -> Desk:
+        clock = ManualClock()
+        settings = Settings.from_env({"INTAKEBOT_DATA_DIR": str(tmp_path / "data"),
+                                      "INTAKEBOT_SLA_CHECK_SECONDS": "3600", **env})
+        app = create_app(settings, analyzer=analyzer, searcher=kb_searcher, clock=clock)
+        return Desk(await aiohttp_client(app), clock)
+
+    return make
+
+
+@pytest.fixture
+async def desk(make_desk: MakeDesk) -> Desk:
+    return await make_desk()

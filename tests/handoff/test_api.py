@@ -6,20 +6,37 @@ import asyncio
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from handoff.api import CASEWORK
+from handoff.api import CASEWORK, USERS, staff_endpoint
+from handoff.errors import (
+    EvidenceError,
+    EvidenceNotFound,
+    EvidenceTooLarge,
+    Forbidden,
+    HandoffError,
+    InvalidTicket,
+    InvalidTransition,
+    RoutingError,
+    TicketNotFound,
+    TicketStoreUnavailable,
+    Unauthenticated,
+    UserExists,
+    WordingViolation,
+)
 from handoff.openapi import DOCUMENT
-from handoff.sla import ManualClock
+from handoff.sla import BusinessHours, ManualClock, add_business_hours, add_working_days
 from knowledge_base.retrieval import Searcher
 from nlp.analyzer import Analyzer
-from tests.handoff.conftest import Desk
+from tests.handoff.conftest import Desk, MakeDesk
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -404,3 +421,145 @@ def test_settings_read_the_casework_variables() -> None:
         Settings.from_env({"INTAKEBOT_APPROVAL_THRESHOLD": "lots"})
     with pytest.raises(ValueError, match="INTAKEBOT_SLA_RESOLUTION_HOURS"):
         Settings.from_env({"INTAKEBOT_SLA_RESOLUTION_HOURS": "urgent=1"})
+
+
+# ---- business hours ---------------------------------------------------------------------------
+
+
+async def test_business_hours_set_every_due_time(make_desk: MakeDesk) -> None:
+    from nlp.labels import Priority
+
+    # One working hour a week, on a day that is not today in Shanghai: whenever the test runs,
+    # business time and calendar time differ.
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).weekday()
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[(today + 2) % 7]
+    desk = await make_desk(INTAKEBOT_BUSINESS_HOURS="09:00-10:00", INTAKEBOT_BUSINESS_DAYS=day)
+    calendar = BusinessHours.parse("09:00-10:00", day, "Asia/Shanghai")
+    await staff(desk)
+    _, ticket_id = await desk.complaint()
+    url = f"/api/tickets/{ticket_id}"
+    ticket = await desk.call("GET", url, "alice")
+    registered = datetime.fromisoformat(ticket["form"]["registered_at"])
+    hours = Priority(ticket["priority"]).sla_hours
+    sla_due = datetime.fromisoformat(ticket["sla_due"])
+    assert sla_due == add_business_hours(registered, hours, calendar)
+    assert sla_due != registered + timedelta(hours=hours)
+    assert sla_due.astimezone(calendar.tz).strftime("%a").lower() == day
+    resolution = {"high": 24, "medium": 72, "low": 120}[ticket["priority"]]
+    assert datetime.fromisoformat(ticket["resolution_due"]) == add_business_hours(
+        registered, resolution, calendar)
+
+    await desk.call("POST", url + "/claim", "alice")
+    changed = await desk.call("PATCH", url, "alice", json={"priority": "low"})
+    assert datetime.fromisoformat(changed["sla_due"]) == add_business_hours(
+        registered, 24, calendar)
+    record = await desk.call("PUT", url + "/investigation", "alice", json={"problem": "加热盘"})
+    assert datetime.fromisoformat(record["due"]) == add_working_days(registered, 3, calendar)
+
+
+def test_settings_read_the_business_hours() -> None:
+    from bot.settings import Settings
+
+    assert Settings.from_env({}).business_hours is None
+    hours = Settings.from_env({"INTAKEBOT_BUSINESS_HOURS": "08:30-17:30",
+                               "INTAKEBOT_BUSINESS_DAYS": "mon-sat",
+                               "INTAKEBOT_TIMEZONE": "Asia/Hong_Kong"}).business_hours
+    assert hours is not None
+    assert (hours.opens, hours.closes, hours.days) == (510, 1050, frozenset(range(6)))
+    assert str(hours.tz) == "Asia/Hong_Kong"
+    with pytest.raises(ValueError, match="INTAKEBOT_BUSINESS_HOURS"):
+        Settings.from_env({"INTAKEBOT_BUSINESS_HOURS": "9 to 5"})
+    with pytest.raises(ValueError, match="INTAKEBOT_BUSINESS_DAYS needs"):
+        Settings.from_env({"INTAKEBOT_BUSINESS_DAYS": "mon-sat"})
+
+
+# ---- departments ----------------------------------------------------------------------------
+
+
+async def test_an_agent_of_another_department_gets_403_with_the_reason(desk: Desk) -> None:
+    await staff(desk)
+    await desk.add_user("lee", "agent", "logistics")
+    await desk.add_user("max", "agent")
+    _, ticket_id = await desk.complaint()  # a broken rice cooker: quality
+    url = f"/api/tickets/{ticket_id}"
+    assert [t["id"] for t in (await desk.call("GET", "/api/tickets", "alice"))["tickets"]] == [
+        ticket_id]
+    assert (await desk.call("GET", "/api/tickets", "lee"))["tickets"] == []
+    refused = await desk.call("GET", "/api/tickets", "lee", status=403,
+                              params={"department": "quality"})
+    assert "logistics" in refused["error"]
+    for method, path, body in (("GET", url, None), ("POST", url + "/claim", None),
+                               ("POST", url + "/notes", {"text": "看看"}),
+                               ("POST", url + "/reveal", None), ("GET", url + "/canned", None),
+                               ("POST", url + "/flag", {"reason": "可疑"}),
+                               ("POST", url + "/messages", {"text": "您好"})):
+        error = await desk.call(method, path, "lee", status=403, json=body)
+        assert "belongs to department quality" in error["error"], path
+    for name in ("max", "sue"):
+        assert [t["id"] for t in (await desk.call("GET", "/api/tickets", name))["tickets"]] == [
+            ticket_id]
+        assert (await desk.call("GET", url, name))["id"] == ticket_id
+    claimed = await desk.call("POST", url + "/claim", "alice")
+    assert claimed["assignee"] == "alice"
+
+
+# ---- one mapping of handoff errors to HTTP ---------------------------------------------------
+
+HANDOFF_ERRORS: list[tuple[HandoffError, int]] = [
+    (Unauthenticated("no token"), 401),
+    (Forbidden("not yours"), 403),
+    (TicketNotFound("no ticket x"), 404),
+    (EvidenceNotFound("no file"), 404),
+    (InvalidTransition("ticket TS-1 is closed; reopen it first"), 409),
+    (UserExists("alice exists"), 409),
+    (EvidenceTooLarge(11, 10), 413),
+    (WordingViolation(("绝对保证",)), 422),
+    (InvalidTicket("bad form"), 400),
+    (TicketStoreUnavailable("connection refused at 10.0.0.5"), 503),
+    (RoutingError("bad table"), 500),
+    (EvidenceError("disk full"), 500),
+]
+
+
+async def test_a_handoff_error_gets_its_status_whichever_route_raises_it(
+        aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]) -> None:
+    import handoff.errors
+    from bot.app import error_middleware
+    from handoff.users import Role, User, UserStore
+
+    # Every class of handoff/errors.py is covered, so a new one cannot fall through unnoticed.
+    tree = {kind for kind in vars(handoff.errors).values()
+            if isinstance(kind, type) and issubclass(kind, HandoffError)}
+    assert {type(e) for e, _ in HANDOFF_ERRORS} == tree - {HandoffError}
+
+    async def plain(request: web.Request) -> web.Response:  # e.g. a channel or KB route
+        raise HANDOFF_ERRORS[int(request.match_info["n"])][0]
+
+    async def staff(request: web.Request, _user: User) -> web.Response:
+        raise HANDOFF_ERRORS[int(request.match_info["n"])][0]
+
+    class AnyToken:
+        async def authenticate(self, _token: str) -> User:
+            return User(id="u", username="sue", role=Role.SUPERVISOR, department=None)
+
+    app = web.Application(middlewares=[error_middleware])
+    app[USERS] = cast(UserStore, AnyToken())
+    app.router.add_get("/plain/{n}", plain)
+    app.router.add_get("/staff/{n}", staff_endpoint(staff))
+    client = await aiohttp_client(app)
+    for number, (error, status) in enumerate(HANDOFF_ERRORS):
+        for path in (f"/plain/{number}", f"/staff/{number}"):
+            response = await client.get(path, headers={"Authorization": "Bearer t"})
+            assert response.status == status, (path, error)
+            body = await response.json()
+            if status < 500:
+                assert body["error"] == str(error)
+            else:  # internals are logged, not shown
+                assert body["error"] and "10.0.0.5" not in body["error"]
+                assert "disk" not in body["error"]
+            if status == 503:
+                assert response.headers["Retry-After"] == "5"
+            if status == 401:
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+            if status == 422:
+                assert body["phrases"] == ["绝对保证"]

@@ -13,7 +13,14 @@ from handoff.desk import SqlTicketDesk
 from handoff.errors import Forbidden, InvalidTransition
 from handoff.intake import HandoffReason, TicketDraft
 from handoff.live import InProcessEvents
-from handoff.sla import Breach, ManualClock, SlaPolicy, add_working_days, parse_hours
+from handoff.sla import (
+    Breach,
+    BusinessHours,
+    ManualClock,
+    SlaPolicy,
+    add_working_days,
+    parse_hours,
+)
 from handoff.tickets import TicketStore
 from handoff.users import Role, User, UserStore
 from handoff.wording import WordingGuard
@@ -150,6 +157,59 @@ async def test_merchant_copy_breaches_after_24_hours(store: TicketStore) -> None
     await work.copy_merchant(ticket_id, alice, "某旗舰店")
     clock.advance(timedelta(hours=25))
     assert [b for _, b in await work.check_sla()] == [[Breach.MERCHANT]]
+
+
+async def test_a_business_hours_breach_waits_for_the_next_working_day(
+        store: TicketStore) -> None:
+    office = BusinessHours.parse("09:00-18:00")  # Monday-Friday, Shanghai
+    friday_evening = datetime(2026, 11, 27, 9, 30, tzinfo=UTC)  # 17:30 in Shanghai
+    clock = ManualClock(friday_evening)
+    work, _ = casework(store, clock)
+    work.sla = SlaPolicy(business_hours=office)
+    desk = SqlTicketDesk(store, clock=clock, due=work.sla.due)
+    ticket_id = (await desk.register(draft())).ticket_id
+    ticket = await store.get(ticket_id)
+    assert ticket.sla_due == datetime(2026, 11, 30, 2, 30, tzinfo=UTC)  # Monday 10:30
+    clock.advance(timedelta(hours=3))  # Friday 20:30: calendar time would have breached
+    assert await work.check_sla() == []
+    clock.now = datetime(2026, 11, 30, 2, 31, tzinfo=UTC)
+    assert [b for _, b in await work.check_sla()] == [[Breach.FIRST_RESPONSE]]
+    # Staff raising the priority later count from the registration in business time too.
+    await work.claim(ticket_id, agent("alice"))
+    moved = await work.update(ticket_id, agent("alice"), {"priority": "medium"})
+    assert moved.sla_due == datetime(2026, 11, 30, 4, 30, tzinfo=UTC)  # Monday 12:30
+
+
+async def test_agents_of_a_department_work_on_its_tickets_only(store: TicketStore) -> None:
+    work, _ = casework(store, ManualClock(NOW))
+    ticket_id = await registered(store)  # a product complaint: quality
+    quality = User(id="q", username="quinn", role=Role.AGENT, department="quality")
+    logistics = User(id="l", username="lee", role=Role.AGENT, department="logistics")
+    anyone = agent("max")
+    supervisor = User(id="s", username="sue", role=Role.SUPERVISOR, department="logistics")
+    assert [t.id for t in await work.queue(quality)] == [ticket_id]
+    assert [t.id for t in await work.queue(anyone)] == [ticket_id]
+    assert [t.id for t in await work.queue(supervisor)] == [ticket_id]
+    assert await work.queue(logistics) == []
+    with pytest.raises(Forbidden, match="own department"):
+        await work.queue(logistics, department="quality")
+    for action in (work.view(ticket_id, logistics), work.claim(ticket_id, logistics),
+                   work.note(ticket_id, logistics, "看看"),
+                   work.flag_malicious(ticket_id, logistics, "可疑")):
+        with pytest.raises(Forbidden, match="belongs to department quality"):
+            await action
+    # A held ticket moved to another department stays with its holder until released.
+    await work.claim(ticket_id, quality)
+    await work.update(ticket_id, quality, {"department": "logistics"})
+    assert [t.id for t in await work.queue(quality)] == [ticket_id]
+    assert (await work.view(ticket_id, logistics))["department"] == "logistics"
+    with pytest.raises(Forbidden, match="handled by quinn"):
+        await work.message(ticket_id, logistics, "您好")
+    await work.release(ticket_id, quality)
+    assert await work.queue(quality) == []
+    with pytest.raises(Forbidden):
+        await work.view(ticket_id, quality)
+    assert (await work.claim(ticket_id, logistics)).assignee == "lee"
 
 
 async def test_investigation_due_in_working_days() -> None:

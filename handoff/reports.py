@@ -1,0 +1,656 @@
+"""Weekly and monthly complaint figures (DOMAIN.md step 9, 复盘), computed in SQL.
+
+A report covers the tickets *registered* in a period ``[start, end)`` of China dates and compares
+them with the period of equal length just before. Every figure is an aggregate the database
+computes (GROUP BY, and window functions over the period plus its 30-day look-back), so a report
+reads a few hundred rows whatever the number of tickets. The definitions are in docs/reports.md.
+
+`build_report` makes a `Report`; `render_text` turns it into Markdown, JSON or CSV (the PNG
+charts and the HTML page live in `handoff.charts` and `handoff.report_cli`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from enum import Enum
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Select, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Float as SqlFloat
+from sqlalchemy import Text as SqlText
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from handoff.survey import SurveyRow
+from handoff.tickets import CHINA_TZ, TicketRow, TicketStatus
+
+TOP = 10
+REPEAT_DAYS = 30
+FIRST_CONTACT_DAYS = 7
+GAP_SCAN = 1000  # the most-asked gaps looked through for those asked in the period
+MAX_DAYS = 731  # two years: longer spans are a data export, not a report
+DIMENSIONS = ("category", "department", "priority", "channel", "product", "merchant")
+SURVEY_DIMENSIONS = ("timeliness", "effectiveness", "attitude", "overall")
+NONE_KEY = "(none)"
+_DONE = (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value)
+
+
+class InvalidReport(ValueError):
+    """The report's period or format was asked for wrongly (the message says how)."""
+
+
+class PeriodKind(str, Enum):
+    """A calendar week (Monday to Sunday), a calendar month, or any span of days."""
+
+    WEEK = "week"
+    MONTH = "month"
+    CUSTOM = "custom"
+
+
+# ---- periods --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """The China dates ``[start, end)`` a report covers."""
+
+    kind: PeriodKind
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise InvalidReport(f"the period ends ({self.end}) before it starts ({self.start})")
+        if (self.end - self.start).days > MAX_DAYS:
+            raise InvalidReport(f"a report covers at most {MAX_DAYS} days")
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """The period as UTC instants (China midnight to China midnight)."""
+        return _utc_midnight(self.start), _utc_midnight(self.end)
+
+    def previous(self) -> Period:
+        """The period of equal length just before: the previous week, month or span."""
+        if self.kind is PeriodKind.MONTH:
+            return month_of(self.start - timedelta(days=1))
+        return Period(self.kind, self.start - timedelta(days=self.days), self.start)
+
+    def label(self) -> str:
+        last = self.end - timedelta(days=1)
+        if self.kind is PeriodKind.MONTH:
+            return f"{self.start:%Y-%m}"
+        if self.kind is PeriodKind.WEEK:
+            year, week, _ = self.start.isocalendar()
+            return f"{year}-W{week:02d} ({self.start} – {last})"
+        return f"{self.start} – {last}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "start": self.start.isoformat(),
+                "end": self.end.isoformat(), "label": self.label()}
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), CHINA_TZ).astimezone(UTC)
+
+
+def week_of(day: date) -> Period:
+    """The Monday-to-Sunday week that holds `day`."""
+    monday = day - timedelta(days=day.weekday())
+    return Period(PeriodKind.WEEK, monday, monday + timedelta(days=7))
+
+
+def month_of(day: date) -> Period:
+    """The calendar month that holds `day`."""
+    first = day.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return Period(PeriodKind.MONTH, first, following)
+
+
+def china_today(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).astimezone(CHINA_TZ).date()
+
+
+def parse_day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise InvalidReport(f"{name} must be an ISO date like 2026-11-02, not {value!r}") from exc
+
+
+def choose_period(kind: str = "week", start: str | date | None = None,
+                  end: str | date | None = None, *, today: date | None = None) -> Period:
+    """The period a caller asked for.
+
+    Args:
+        kind: "week" or "month".
+        start: with `end`, the first day of a custom span; alone, any day of the week or month
+            wanted.
+        end: the day after the span (exclusive); needs `start`.
+        today: the China date to count back from (default: now).
+
+    Without `start` and `end`: the last complete week or month before `today`.
+    """
+    try:
+        period_kind = PeriodKind(kind)
+    except ValueError as exc:
+        raise InvalidReport(f"period must be week or month, not {kind!r}") from exc
+    if period_kind is PeriodKind.CUSTOM:
+        raise InvalidReport("period must be week or month; give --from and --to for a span")
+    first = parse_day(start, "from") if isinstance(start, str) else start
+    last = parse_day(end, "to") if isinstance(end, str) else end
+    if last is not None:
+        if first is None:
+            raise InvalidReport("to needs from")
+        return Period(PeriodKind.CUSTOM, first, last)
+    pick = week_of if period_kind is PeriodKind.WEEK else month_of
+    if first is not None:
+        return pick(first)
+    current = pick(today or china_today())
+    return pick(current.start - timedelta(days=1))
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """How many tickets had one value of a dimension, now and in the previous period."""
+
+    key: str
+    count: int
+    previous: int
+
+    @property
+    def change(self) -> float | None:
+        return _relative(self.count, self.previous)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "count": self.count, "previous": self.previous,
+                "change": _round(self.change)}
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """A free text and how often it came up."""
+
+    text: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """One period's headline figures (definitions in docs/reports.md)."""
+
+    tickets: int
+    resolved: int
+    first_contact_resolved: int
+    repeat: int
+    overdue: int
+    responded: int
+    avg_bot_seconds: float | None
+    avg_first_response_seconds: float | None
+    avg_handling_seconds: float | None
+    surveys: int
+    satisfaction: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def resolution_rate(self) -> float | None:
+        return _share(self.resolved, self.tickets)
+
+    @property
+    def first_contact_resolution_rate(self) -> float | None:
+        return _share(self.first_contact_resolved, self.tickets)
+
+    @property
+    def repeat_rate(self) -> float | None:
+        return _share(self.repeat, self.tickets)
+
+    @property
+    def overdue_rate(self) -> float | None:
+        return _share(self.overdue, self.tickets)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in RATES:
+            data[name] = _round(getattr(self, name))
+        for name in DURATIONS:
+            data[name] = _round(data[name], 1)
+        data["satisfaction"] = {k: _round(v, 2) for k, v in self.satisfaction.items()}
+        return data
+
+
+RATES = ("resolution_rate", "first_contact_resolution_rate", "repeat_rate", "overdue_rate")
+DURATIONS = ("avg_bot_seconds", "avg_first_response_seconds", "avg_handling_seconds")
+COUNTS = ("tickets", "resolved", "first_contact_resolved", "repeat", "overdue", "surveys")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A period's complaint figures next to the previous period's."""
+
+    period: Period
+    previous_period: Period
+    generated_at: datetime
+    current: Figures
+    previous: Figures
+    volume: dict[str, tuple[Count, ...]]
+    improve_aspects: tuple[Count, ...]
+    suggestions: tuple[Mention, ...]
+    unanswered: tuple[Mention, ...]
+
+    def changes(self) -> dict[str, float | None]:
+        """Counts and durations: relative change; rates and scores: difference in points."""
+        cur, prev = self.current, self.previous
+        out: dict[str, float | None] = {}
+        for name in (*COUNTS, *DURATIONS):
+            out[name] = _relative(getattr(cur, name), getattr(prev, name))
+        for name in RATES:
+            out[name] = _difference(getattr(cur, name), getattr(prev, name))
+        for name in SURVEY_DIMENSIONS:
+            out["satisfaction_" + name] = _difference(cur.satisfaction.get(name),
+                                                      prev.satisfaction.get(name))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period.to_dict(),
+            "previous_period": self.previous_period.to_dict(),
+            "generated_at": self.generated_at.isoformat(),
+            "current": self.current.to_dict(),
+            "previous": self.previous.to_dict(),
+            "change": {k: _round(v) for k, v in self.changes().items()},
+            "volume": {k: [c.to_dict() for c in v] for k, v in self.volume.items()},
+            "improve_aspects": [c.to_dict() for c in self.improve_aspects],
+            "suggestions": [asdict(m) for m in self.suggestions],
+            "unanswered": [asdict(m) for m in self.unanswered],
+        }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _relative(now: float | None, before: float | None) -> float | None:
+    if now is None or before is None or before == 0:
+        return None
+    return (now - before) / before
+
+
+def _difference(now: float | None, before: float | None) -> float | None:
+    return None if now is None or before is None else now - before
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# ---- SQL ------------------------------------------------------------------------------------
+
+
+class UnansweredQuestion(Protocol):
+    """A knowledge-base gap (`knowledge_base.entries.Gap` fits)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def first_seen(self) -> datetime: ...
+    @property
+    def last_seen(self) -> datetime: ...
+
+
+T = TicketRow.__table__.c
+S = SurveyRow.__table__.c
+
+
+class _Sql:
+    """The few expressions whose SQL differs between SQLite and PostgreSQL."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+
+    def seconds(self, later: Any, earlier: Any) -> ColumnElement[float]:
+        if self.sqlite:  # SQLite keeps timestamps as text; julianday() reads them
+            return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+        return cast(func.extract("epoch", later - earlier), SqlFloat)
+
+
+def _customer() -> ColumnElement[str]:
+    """Who complained: the shop's customer id, else phone, else e-mail, else the chat."""
+    return func.coalesce(T.customer_id, T.phone, T.email, T.channel + literal(":") + T.chat_id)
+
+
+def _in(start: datetime, end: datetime) -> ColumnElement[bool]:
+    return and_(T.registered_at >= start, T.registered_at < end)
+
+
+Bounds = tuple[datetime, datetime]
+_FIXED = ("category", "department", "priority", "channel")  # few values: grouped in one pass
+_OPEN = ("product", "merchant")  # open-ended values: the top ten, blanks left out
+
+
+def _which(column: Any, now: Bounds) -> ColumnElement[int]:
+    """1 for a row of this period, 0 for the previous one."""
+    return case((column >= now[0], 1), else_=0)
+
+
+def _sum(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(value), 0)
+
+
+def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return _sum(case((condition, 1), else_=0))
+
+
+@dataclass
+class _Tally:
+    """Sums of one period's tickets, added up over the groups of the ticket pass."""
+
+    tickets: int = 0
+    resolved: int = 0
+    overdue: int = 0
+    responded: int = 0
+    handled: int = 0
+    repeat: int = 0
+    first_contact: int = 0
+    bot_seconds: float = 0.0
+    response_seconds: float = 0.0
+    handling_seconds: float = 0.0
+    volume: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {name: {} for name in _FIXED})
+
+    def figures(self, survey: tuple[int, dict[str, float | None]]) -> Figures:
+        return Figures(
+            tickets=self.tickets, resolved=self.resolved,
+            first_contact_resolved=self.first_contact, repeat=self.repeat,
+            overdue=self.overdue, responded=self.responded,
+            avg_bot_seconds=_mean(self.bot_seconds, self.tickets),
+            avg_first_response_seconds=_mean(self.response_seconds, self.responded),
+            avg_handling_seconds=_mean(self.handling_seconds, self.handled),
+            surveys=survey[0], satisfaction=survey[1])
+
+
+def _mean(total: float, count: int) -> float | None:
+    return total / count if count else None
+
+
+async def _ticket_pass(conn: AsyncConnection, sql: _Sql, now: Bounds, before: Bounds
+                       ) -> tuple[_Tally, _Tally]:
+    """Both periods' headline sums and fixed-dimension volumes: one scan, one window pass.
+
+    The scan groups the two periods by the fixed dimensions. The window pass reads only the
+    columns it needs (narrow rows sort much faster) over the two periods plus the 30-day
+    look-back and the 7-day look-ahead, all bounded by the index on registered_at, and finds
+    each ticket's neighbours by customer and by order.
+    """
+    handled = and_(T.status.in_(_DONE), T.resolved_at.is_not(None))
+    which = _which(T.registered_at, now).label("which")
+    keys = [which, *(T[name] for name in _FIXED)]
+    response = sql.seconds(T.first_responded_at, T.registered_at)
+    handling = case((handled, sql.seconds(T.resolved_at, T.registered_at)))
+    query = select(
+        *keys, func.count(), _flag(T.status.in_(_DONE)),
+        # A non-empty JSON list of breach names is stored as text starting with '["'.
+        _flag(cast(T.breaches, SqlText).like('["%')),
+        func.count(T.first_responded_at), func.count(handling),
+        _sum(sql.seconds(T.registered_at, T.complained_at)), _sum(response), _sum(handling),
+    ).where(_in(before[0], now[1])).group_by(*keys)
+    tallies = (_Tally(), _Tally())
+    for row in (await conn.execute(query)).all():
+        tally = tallies[1 - int(row[0])]
+        count = int(row[5])
+        for name, key in zip(_FIXED, row[1:5], strict=True):
+            key = NONE_KEY if key is None else str(key)
+            tally.volume[name][key] = tally.volume[name].get(key, 0) + count
+        tally.tickets += count
+        tally.resolved += int(row[6])
+        tally.overdue += int(row[7])
+        tally.responded += int(row[8])
+        tally.handled += int(row[9])
+        tally.bot_seconds += float(row[10])
+        tally.response_seconds += float(row[11])
+        tally.handling_seconds += float(row[12])
+
+    customer = _customer()
+    order_by = (T.registered_at, T.id)
+    inner = select(
+        T.registered_at,
+        and_(T.status.in_(_DONE), T.reopen_count == 0).label("done_once"),
+        func.lag(T.registered_at).over(partition_by=customer, order_by=order_by)
+        .label("prev_c"),
+        func.lead(T.registered_at).over(partition_by=customer, order_by=order_by)
+        .label("next_c"),
+        case((T.order_id.is_not(None), func.lag(T.registered_at).over(
+            partition_by=T.order_id, order_by=order_by))).label("prev_o"),
+    ).where(_in(before[0] - timedelta(days=REPEAT_DAYS),
+                now[1] + timedelta(days=FIRST_CONTACT_DAYS))).subquery()
+    n = inner.c
+    window = REPEAT_DAYS * 86400
+    repeat = or_(sql.seconds(n.registered_at, n.prev_c) <= window,
+                 sql.seconds(n.registered_at, n.prev_o) <= window)
+    first_contact = and_(n.done_once, or_(
+        n.next_c.is_(None),
+        sql.seconds(n.next_c, n.registered_at) > FIRST_CONTACT_DAYS * 86400))
+    which = _which(n.registered_at, now).label("which")
+    flags = select(which, _flag(repeat), _flag(first_contact)).where(
+        n.registered_at >= before[0], n.registered_at < now[1]).group_by(which)
+    for period, repeats, first_contacts in (await conn.execute(flags)).all():
+        tallies[1 - int(period)].repeat = int(repeats)
+        tallies[1 - int(period)].first_contact = int(first_contacts)
+    return tallies
+
+
+def _answered(now: Bounds, before: Bounds) -> Select[Any]:
+    """Answered surveys of both periods' tickets, with the period as column "which"."""
+    return (select(_which(T.registered_at, now).label("which"))
+            .select_from(SurveyRow.__table__.join(TicketRow.__table__, T.id == S.ticket_id))
+            .where(T.registered_at >= before[0], T.registered_at < now[1],
+                   S.answered_at.is_not(None)))
+
+
+async def _surveys(conn: AsyncConnection, now: Bounds, before: Bounds
+                   ) -> tuple[tuple[int, dict[str, float | None]], ...]:
+    base = _answered(now, before)
+    which = base.selected_columns.which
+    rows = {int(r[0]): r for r in (await conn.execute(base.add_columns(
+        func.count(), *(func.avg(S[name]) for name in SURVEY_DIMENSIONS)).group_by(which)))}
+    out = []
+    for period in (1, 0):
+        row = rows.get(period)
+        out.append((0 if row is None else int(row[1]),
+                    {name: None if row is None else _float(row[i + 2])
+                     for i, name in enumerate(SURVEY_DIMENSIONS)}))
+    return tuple(out)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _counts(current: dict[str, int], previous: dict[str, int]) -> tuple[Count, ...]:
+    keys = list(current) + [k for k in previous if k not in current]
+    counts = [Count(k, current.get(k, 0), previous.get(k, 0)) for k in keys]
+    return tuple(sorted(counts, key=lambda c: (-c.count, -c.previous, c.key)))
+
+
+async def _grouped(conn: AsyncConnection, query: Select[Any]) -> dict[str, int]:
+    return {NONE_KEY if key is None else str(key): int(count)
+            for key, count in (await conn.execute(query)).all()}
+
+
+async def _top(conn: AsyncConnection, name: str, now: Bounds, before: Bounds
+               ) -> tuple[Count, ...]:
+    column = T[name]
+    counted = func.count().label("n")
+    query = select(column, counted).group_by(column)
+    current = await _grouped(conn, query.where(_in(*now), column.is_not(None))
+                             .order_by(counted.desc(), column).limit(TOP))
+    previous = await _grouped(conn, query.where(_in(*before), column.in_(list(current))))
+    return _counts(current, previous)
+
+
+async def _improve_aspects(conn: AsyncConnection, now: Bounds, before: Bounds
+                           ) -> tuple[Count, ...]:
+    base = _answered(now, before).where(S.improve_aspect.is_not(None))
+    which = base.selected_columns.which
+    found: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for period, aspect, count in (await conn.execute(
+            base.add_columns(S.improve_aspect, func.count()).group_by(which, S.improve_aspect))):
+        found[1 - int(period)][str(aspect)] = int(count)
+    return _counts(*found)
+
+
+async def _suggestions(conn: AsyncConnection, now: Bounds) -> tuple[Mention, ...]:
+    text = func.trim(S.suggestion)
+    counted = func.count().label("n")
+    rows = (await conn.execute(
+        select(text.label("text"), counted)
+        .select_from(SurveyRow.__table__.join(TicketRow.__table__, T.id == S.ticket_id))
+        .where(_in(*now), S.answered_at.is_not(None), text != "")
+        .group_by(text).order_by(counted.desc(), text).limit(TOP))).all()
+    return tuple(Mention(str(t), int(c)) for t, c in rows)
+
+
+def _unanswered(gaps: Iterable[UnansweredQuestion], start: datetime, end: datetime
+                ) -> tuple[Mention, ...]:
+    # The knowledge base keeps one running count per question: report the questions asked
+    # during the period, ranked by that count.
+    asked = [g for g in gaps if g.last_seen >= start and g.first_seen < end]
+    asked.sort(key=lambda g: (-g.count, g.text))
+    return tuple(Mention(g.text, g.count) for g in asked[:TOP])
+
+
+async def build_report(engine: AsyncEngine, period: Period, *,
+                       unanswered: Sequence[UnansweredQuestion] = (),
+                       now: datetime | None = None) -> Report:
+    """The report of `period` from the ticket database behind `engine`.
+
+    Args:
+        engine: the ticket store's engine (`TicketStore.engine`).
+        period: the dates to report on; the previous period is compared with it.
+        unanswered: the knowledge base's gaps (the caller reads them from the knowledge base).
+        now: when the report is made (default: now).
+    """
+    sql = _Sql(engine.dialect.name)
+    previous_period = period.previous()
+    bounds, before = period.bounds(), previous_period.bounds()
+    async with engine.connect() as conn:
+        tallies = await _ticket_pass(conn, sql, bounds, before)
+        surveys = await _surveys(conn, bounds, before)
+        top = {name: await _top(conn, name, bounds, before) for name in _OPEN}
+        aspects = await _improve_aspects(conn, bounds, before)
+        suggestions = await _suggestions(conn, bounds)
+    volume = {name: _counts(tallies[0].volume[name], tallies[1].volume[name])
+              for name in _FIXED}
+    return Report(
+        period=period, previous_period=previous_period,
+        generated_at=(now or datetime.now(UTC)).astimezone(UTC),
+        current=tallies[0].figures(surveys[0]), previous=tallies[1].figures(surveys[1]),
+        volume={name: volume[name] if name in volume else top[name] for name in DIMENSIONS},
+        improve_aspects=aspects,
+        suggestions=suggestions, unanswered=_unanswered(unanswered, *bounds),
+    )
+
+
+# ---- text formats ---------------------------------------------------------------------------
+
+TEXT_FORMATS = {"md": "text/markdown", "json": "application/json", "csv": "text/csv"}
+
+
+def render_text(report: Report, fmt: str) -> str:
+    """The report as Markdown, JSON or CSV."""
+    if fmt == "json":
+        return json.dumps(report.to_dict(), ensure_ascii=False, indent=2) + "\n"
+    if fmt == "csv":
+        return _csv(report)
+    if fmt == "md":
+        return _markdown(report)
+    raise InvalidReport(f"format must be one of {', '.join(TEXT_FORMATS)}, not {fmt!r}")
+
+
+def summary_rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """(figure, this period, previous period, change) for the headline figures, formatted."""
+    cur, prev, change = report.current, report.previous, report.changes()
+    rows: list[tuple[str, str, str, str]] = []
+    for name in COUNTS:
+        rows.append((name, str(getattr(cur, name)), str(getattr(prev, name)),
+                     _pct(change[name])))
+    for name in RATES:
+        rows.append((name, _pct(getattr(cur, name)), _pct(getattr(prev, name)),
+                     _points(change[name])))
+    for name in DURATIONS:
+        rows.append((name.replace("_seconds", "_hours"), _hours(getattr(cur, name)),
+                     _hours(getattr(prev, name)), _pct(change[name])))
+    for name in SURVEY_DIMENSIONS:
+        rows.append(("satisfaction_" + name, _score(cur.satisfaction.get(name)),
+                     _score(prev.satisfaction.get(name)),
+                     _score(change["satisfaction_" + name], signed=True)))
+    return rows
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.1f}%" if value < 0 else f"{value:.1%}"
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.1f} pt"
+
+
+def _hours(value: float | None) -> str:
+    return "–" if value is None else f"{value / 3600:.2f}"
+
+
+def _score(value: float | None, *, signed: bool = False) -> str:
+    return "–" if value is None else f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def _markdown(report: Report) -> str:
+    lines = [f"# Complaint report {report.period.label()}", "",
+             f"Compared with {report.previous_period.label()}; "
+             f"generated {report.generated_at:%Y-%m-%d %H:%M} UTC.", "",
+             "| figure | this period | previous | change |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(report)]
+    for name, counts in (*report.volume.items(), ("improve_aspect", report.improve_aspects)):
+        lines += ["", f"## By {name}", "", "| value | count | previous | change |",
+                  "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {_cell(c.key)} | {c.count} | {c.previous} | {_pct(c.change)} |"
+                  for c in counts]
+    for title, mentions in (("Frequent suggestions", report.suggestions),
+                            ("Top unanswered questions", report.unanswered)):
+        lines += ["", f"## {title}", "", "| text | count |", "| --- | ---: |"]
+        lines += [f"| {_cell(m.text)} | {m.count} |" for m in mentions]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "key", "current", "previous", "change"])
+    data = report.to_dict()
+    for name in (*COUNTS, *RATES, *DURATIONS):
+        writer.writerow(["figure", name, data["current"][name], data["previous"][name],
+                         data["change"].get(name)])
+    for name in SURVEY_DIMENSIONS:
+        writer.writerow(["satisfaction", name, data["current"]["satisfaction"][name],
+                         data["previous"]["satisfaction"][name],
+                         data["change"]["satisfaction_" + name]])
+    for name, counts in (*report.volume.items(), ("improve_aspect", report.improve_aspects)):
+        for c in counts:
+            writer.writerow([name, c.key, c.count, c.previous, _round(c.change)])
+    for section, mentions in (("suggestion", report.suggestions),
+                              ("unanswered", report.unanswered)):
+        for m in mentions:
+            writer.writerow([section, m.text, m.count, "", ""])
+    return out.getvalue()
