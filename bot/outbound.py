@@ -106,19 +106,27 @@ class RedisOutbound:
         # A name per process start: a crashed process's entries are claimed, never resumed.
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Create the consumer group if needed and start delivering in the background."""
         await self.ensure_group()
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="outbound-senders")
 
     async def close(self) -> None:
         """Stop delivering; entries being sent stay pending and another process takes them."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        # A cancellation that lands in redis-py's pool wait can come back as a RedisError,
+        # which the loop survives: cancel until the task has really ended.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def idle(self, poll: float = 0.02) -> None:
         """Wait until every queued entry was acknowledged (tests, a drain before shutdown)."""
@@ -140,10 +148,12 @@ class RedisOutbound:
                 raise
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.run_once()
             except SessionError as exc:
+                if self._stopping:
+                    return
                 log.error("outbound senders: %s; retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
 
