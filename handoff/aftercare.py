@@ -37,16 +37,14 @@ from handoff.scheduler import Job, Reschedule, Scheduler
 from handoff.survey import SECOND_HANDLING_AT, Survey, Surveys
 from handoff.tickets import (
     CounterRow,
-    OutboxRow,
     Ticket,
     TicketRow,
     TicketStatus,
     TicketStore,
-    _aware,
     _next_value,
     _ticket,
 )
-from handoff.workflow import Casework, StageRow
+from handoff.workflow import APPROVED_BY, REJECTED_BY, Casework, StageRow
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +243,7 @@ class Aftercare:
         if ticket is None or not ticket.is_open or ticket.status == S.RESOLVED.value:
             return
         # Whatever the customer heard meanwhile (an agent's message too) counts as news.
-        last = max(_last_news(ticket), await self._last_agent_message(ticket))
+        last = _last_news(ticket)
         if last + self.policy.update_every > self.now():
             return
         when = self.policy.out_of_quiet(self.now())
@@ -296,13 +294,6 @@ class Aftercare:
             return None
         return None if ticket.erased_at is not None else ticket
 
-    async def _last_agent_message(self, ticket: Ticket) -> datetime:
-        async with self._sessions() as session:
-            at = (await session.execute(select(func.max(OutboxRow.sent_at)).where(
-                OutboxRow.channel == ticket.channel, OutboxRow.chat_id == ticket.chat_id,
-                OutboxRow.author == "agent"))).scalar()
-        return ticket.registered_at if at is None else _aware(at)
-
     # ---- the customer's answers ---------------------------------------------------------
 
     async def answer_confirmation(self, ticket_id: str, solved: bool) -> bool:
@@ -344,5 +335,5 @@ def _tells(row: StageRow) -> bool:
     if row.actor == Casework.SYSTEM.username:
         return False  # the customer's own answer did this, and the bot answered it
     # Casework.decide tells approval decisions itself.
-    return not (row.result or "").startswith(("approved by ", "rejected by "))
+    return not (row.result or "").startswith((APPROVED_BY, REJECTED_BY))
 

@@ -123,6 +123,11 @@ class Responsible(str, Enum):
     THIRD_PARTY = "third_party"
 
 
+# How a supervisor's decision starts its stage's result; after-care reads it to leave the
+# decision to `Casework.decide`, which tells the customer itself.
+APPROVED_BY = "approved by "
+REJECTED_BY = "rejected by "
+
 _SOLUTION_ZH = {
     "apology": "致歉", "explanation": "解释说明", "resend": "补发", "return_refund": "退货退款",
     "partial_refund": "部分退款", "refund": "退款", "exchange": "换货", "repair": "维修",
@@ -563,14 +568,14 @@ class Casework:
                 ticket, S.RESOLVED, user, require=S.AWAITING_APPROVAL,
                 values={"approval": "approved", "approver": user.username,
                         "resolved_at": self.clock()},
-                result=f"approved by {user.username}" + (f": {note}" if note else ""),
+                result=f"{APPROVED_BY}{user.username}" + (f": {note}" if note else ""),
                 next_action="execute the solution, confirm with the customer, then close")
         else:
             moved = await self._move(
                 ticket, S.INVESTIGATING, user,
                 values={"approval": "rejected", "approver": user.username},
                 require=S.AWAITING_APPROVAL,
-                result=f"rejected by {user.username}" + (f": {note}" if note else ""),
+                result=f"{REJECTED_BY}{user.username}" + (f": {note}" if note else ""),
                 next_action="propose another solution")
         await self._audit(ticket.id, user, "approved" if approve else "rejected",
                           {"solution": ticket.solution, "amount": str(ticket.solution_amount),
@@ -638,8 +643,7 @@ class Casework:
         if found:
             await self._audit(ticket.id, user, "wording_confirmed",
                               {"phrases": list(found), "text": body})
-        await self.relay.agent_message(ticket.channel, ticket.chat_id, body,
-                                       message_id=f"agent:{uuid.uuid4()}")
+        await self._tell(ticket, body, f"agent:{uuid.uuid4()}")
         if ticket.first_responded_at is None:
             async with self._sessions() as session, session.begin():
                 await session.execute(update(TicketRow).where(
@@ -973,8 +977,12 @@ class Casework:
                                  message_id=f"{command[1:]}:{uuid.uuid4()}")
 
     async def _tell(self, ticket: Ticket, text: str, message_id: str) -> None:
+        """Send staff's words to the customer; they count as news for the progress updates."""
         await self.relay.agent_message(ticket.channel, ticket.chat_id, text,
                                        message_id=message_id)
+        async with self._sessions() as session, session.begin():
+            await session.execute(update(TicketRow).where(TicketRow.id == ticket.id)
+                                  .values(customer_updated_at=self.clock()))
 
     async def _publish(self, ticket: Ticket, what: str, user: User | None) -> None:
         event: Event = {"type": "ticket", "event": what, "ticket_id": ticket.id,

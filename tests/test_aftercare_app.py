@@ -156,6 +156,24 @@ async def test_an_open_ticket_without_news_gets_an_update_once(desk: Desk) -> No
     assert data["status"] == "new"
 
 
+async def test_an_agent_message_counts_as_news(desk: Desk) -> None:
+    chat_id, ticket_id = await desk.complaint()
+    await desk.call("POST", f"/api/tickets/{ticket_id}/claim", "alice")
+    to_local(desk.clock, 10)
+    await tick(desk)  # the "assigned" notice
+    desk.clock.advance(timedelta(days=2))
+    await desk.call("POST", f"/api/tickets/{ticket_id}/messages", "alice",
+                    json={"text": "您好，我们正在核实物流信息。"})
+    before = len(await desk.outbox(chat_id))
+    desk.clock.advance(timedelta(days=2))  # 4 days after the notice, 2 after the agent
+    await tick(desk)
+    assert len(await desk.outbox(chat_id)) == before
+    desk.clock.advance(timedelta(days=1, hours=1))  # 3 days after the agent's message
+    await tick(desk)
+    sent = (await desk.outbox(chat_id))[before:]
+    assert len(sent) == 1 and "进展通知" in sent[0]["text"]
+
+
 async def test_the_survey_waits_out_the_quiet_hours_and_starts_second_handling(
         desk: Desk) -> None:
     chat_id, ticket_id = await claimed_and_resolved(desk)

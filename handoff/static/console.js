@@ -4,7 +4,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { token: sessionStorage.getItem("console-token"), user: null, current: null,
+  const state = { user: null, current: null,
                   tickets: [], socket: null, pendingText: null };
 
   const CONFIRMATION = { asked: "已询问客户是否解决", confirmed: "客户确认已解决",
@@ -20,30 +20,12 @@
     ["demand_note", "诉求说明"], ["description", "问题描述"], ["department", "责任部门"],
   ];
 
-  function el(tag, text, className) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    if (className) node.className = className;
-    return node;
-  }
+  const el = Staff.el;
 
+  // The JSON of an authorised call ({} when it has none).
   async function api(method, path, body) {
-    const headers = { "Accept": "application/json" };
-    if (state.token) headers["Authorization"] = "Bearer " + state.token;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { method, headers,
-      body: body === undefined ? undefined : JSON.stringify(body) });
-    const data = await response.json().catch(() => ({}));
-    if (response.status === 401 && path !== "/api/auth/login") {
-      logout();
-    }
-    if (!response.ok) {
-      const error = new Error(data.error || response.statusText);
-      error.status = response.status;
-      error.data = data;
-      throw error;
-    }
-    return data;
+    const response = await Staff.request(method, path, body);
+    return response.json().catch(() => ({}));
   }
 
   function showError(error) {
@@ -56,10 +38,7 @@
     event.preventDefault();
     $("login-error").textContent = "";
     try {
-      const data = await api("POST", "/api/auth/login",
-        { username: $("username").value, password: $("password").value });
-      state.token = data.token;
-      sessionStorage.setItem("console-token", data.token);
+      await Staff.login($("username").value, $("password").value);
       await start();
     } catch (error) {
       $("login-error").textContent = error.message;
@@ -67,12 +46,7 @@
   }
 
   function logout() {
-    if (state.token) {
-      fetch("/api/auth/logout", { method: "POST",
-        headers: { "Authorization": "Bearer " + state.token } }).catch(() => {});
-    }
-    state.token = null;
-    sessionStorage.removeItem("console-token");
+    Staff.forget();
     if (state.socket) state.socket.close();
     $("desk-view").hidden = true;
     $("login-view").hidden = false;
@@ -265,7 +239,7 @@
         continue;
       }
       const response = await fetch("/api/tickets/" + t.id + "/evidence/" + e.sha256,
-        { headers: { "Authorization": "Bearer " + state.token } });
+        { headers: { "Authorization": "Bearer " + Staff.token } });
       if (!response.ok) continue;
       const img = el("img");
       img.alt = e.filename;
@@ -355,7 +329,7 @@
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + "/api/console/ws");
     state.socket = socket;
-    socket.addEventListener("open", () => socket.send(JSON.stringify({ token: state.token })));
+    socket.addEventListener("open", () => socket.send(JSON.stringify({ token: Staff.token })));
     socket.addEventListener("message", async (message) => {
       const event = JSON.parse(message.data);
       if (event.type === "hello") { $("live").textContent = "实时"; return; }
@@ -369,7 +343,7 @@
     });
     socket.addEventListener("close", () => {
       $("live").textContent = "离线";
-      if (state.token && state.socket === socket) setTimeout(connect, 3000);
+      if (Staff.token && state.socket === socket) setTimeout(connect, 3000);
     });
   }
 
@@ -436,6 +410,7 @@
                         note: $("resolve-note").value.trim() || null }).catch(() => {});
     });
     setInterval(tick, 1000);
-    if (state.token) start().catch(() => logout());
+    Staff.onUnauthorised = logout;
+    if (Staff.token) start().catch(() => logout());
   });
 })();

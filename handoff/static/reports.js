@@ -5,7 +5,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { token: sessionStorage.getItem("console-token"), requests: 0 };
+  const state = { requests: 0 };
   const TITLES = {
     category: "类型 type", department: "部门 department", priority: "优先级 priority",
     channel: "渠道 channel", product: "商品 product (top 10)",
@@ -17,35 +17,14 @@
   const COUNTS = ["tickets", "resolved", "first_contact_resolved", "repeat", "overdue",
                   "surveys"];
 
-  function el(tag, text, className) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    if (className) node.className = className;
-    return node;
-  }
-
-  async function call(method, path, body) {
-    const headers = {};
-    if (state.token) headers["Authorization"] = "Bearer " + state.token;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
-    const response = await fetch(path, { method, headers,
-      body: body === undefined ? undefined : JSON.stringify(body) });
-    if (response.status === 401 && path !== "/api/auth/login") logout();
-    if (!response.ok) {
-      const data = await response.json().catch(() => ({}));
-      throw new Error(data.error || response.statusText);
-    }
-    return response;
-  }
+  const el = Staff.el;
+  const call = Staff.request;
 
   async function login(event) {
     event.preventDefault();
     $("login-error").textContent = "";
     try {
-      const response = await call("POST", "/api/auth/login",
-        { username: $("username").value, password: $("password").value });
-      state.token = (await response.json()).token;
-      sessionStorage.setItem("console-token", state.token);
+      await Staff.login($("username").value, $("password").value);
       await start();
     } catch (error) {
       $("login-error").textContent = error.message;
@@ -53,12 +32,7 @@
   }
 
   function logout() {
-    if (state.token) {
-      fetch("/api/auth/logout", { method: "POST",
-        headers: { "Authorization": "Bearer " + state.token } }).catch(() => {});
-    }
-    state.token = null;
-    sessionStorage.removeItem("console-token");
+    Staff.forget();
     $("report-view").hidden = true;
     $("login-view").hidden = false;
   }
@@ -158,5 +132,6 @@
   $("logout").addEventListener("click", logout);
   $("report-form").addEventListener("submit", load);
   $("csv").addEventListener("click", downloadCsv);
-  if (state.token) start().catch(() => logout());
+  Staff.onUnauthorised = logout;
+  if (Staff.token) start().catch(() => logout());
 })();
