@@ -4,7 +4,7 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { user: null, current: null,
+  const state = { user: null, current: null, renderedId: null,
                   tickets: [], socket: null, pendingText: null };
 
   const CONFIRMATION = { asked: "已询问客户是否解决", confirmed: "客户确认已解决",
@@ -127,8 +127,18 @@
     }
   }
 
+  // A live refresh must not wipe what the agent is typing: a field takes the ticket's value
+  // only while it still shows the value rendered last, or when another ticket is opened.
+  function fill(input, value, fresh) {
+    const text = value === null || value === undefined ? "" : String(value);
+    if (fresh || input.value === (input.dataset.shown || "")) input.value = text;
+    input.dataset.shown = text;
+  }
+
   function renderTicket() {
     const t = state.current;
+    const fresh = state.renderedId !== t.id;
+    state.renderedId = t.id;
     $("ticket").hidden = false;
     $("ticket-number").textContent = t.number;
     $("ticket-status").textContent = t.status;
@@ -156,15 +166,16 @@
     transcript.scrollTop = transcript.scrollHeight;
 
     const form = $("form");
-    form.replaceChildren();
-    for (const [name, label] of FORM_FIELDS) {
-      const row = el("label", label + " ");
-      const input = el("input");
-      input.name = name;
-      input.value = t.form[name] === null || t.form[name] === undefined ? "" : t.form[name];
-      row.append(input);
-      form.append(row);
+    if (!form.children.length) {
+      for (const [name, label] of FORM_FIELDS) {
+        const row = el("label", label + " ");
+        const input = el("input");
+        input.name = name;
+        row.append(input);
+        form.append(row);
+      }
     }
+    for (const input of form.querySelectorAll("input")) fill(input, t.form[input.name], fresh);
 
     const notes = $("notes");
     notes.replaceChildren();
@@ -177,14 +188,13 @@
         .filter(Boolean).join(" · ")));
     }
     const inv = t.investigation;
-    $("inv-problem").value = inv && inv.problem ? inv.problem : "";
-    $("inv-evidence").value = inv && inv.evidence ? inv.evidence : "";
-    $("inv-responsible").value = inv && inv.responsible ? inv.responsible : "";
-    $("inv-proposal").value = inv && inv.proposal ? inv.proposal : "";
+    for (const field of ["problem", "evidence", "responsible", "proposal"]) {
+      fill($("inv-" + field), inv ? inv[field] : null, fresh);
+    }
     $("inv-complex").checked = Boolean(inv && inv.complex);
     $("inv-told").checked = Boolean(inv && inv.customer_told);
     $("inv-due").textContent = inv ? "基本事实截止：" + new Date(inv.due).toLocaleString() : "";
-    $("merchant").value = t.merchant || "";
+    fill($("merchant"), t.merchant, fresh);
     $("solution-view").textContent = t.solution
       ? "方案：" + t.solution + (t.solution_amount ? " " + t.solution_amount + " 元" : "") : "";
     renderEvidence(t);
