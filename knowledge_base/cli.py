@@ -31,7 +31,8 @@ DatabaseOpt = Annotated[str | None, typer.Option(
     help="SQL database (PostgreSQL URL); overrides the SQLite file of --data-dir.")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--embedding-model", envvar="INTAKEBOT_KB_EMBEDDING_MODEL",
-    help="Local sentence-transformers model directory (default: packaged English MiniLM).")]
+    help="e5 (default: multilingual-e5-small, every language), minilm (packaged English "
+         "all-MiniLM-L6-v2), none, or a local sentence-transformers model directory.")]
 NoDenseOpt = Annotated[bool, typer.Option(
     "--no-dense", help="Lexical retrieval only (no embedding model is loaded).")]
 ThresholdOpt = Annotated[float | None, typer.Option(
@@ -419,20 +420,30 @@ def calibrate(
         help="JSON Lines of questions nothing answers (default data/kb/out_of_scope.jsonl).")]
     = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Where to write (default: the packaged calibration.json).")]
-    = None,
+        "--output", "-o", help="Where to write the dense model's calibration (default: the "
+        "packaged file of that model).")] = None,
+    lexical_output: Annotated[Path | None, typer.Option(
+        "--lexical-output", help="Where to write the lexical-only calibration (default: the "
+        "packaged calibration-lexical.json).")] = None,
     precision: Annotated[float, typer.Option(min=0.5, max=0.99, help="Answer precision the "
                                              "threshold must reach on the fitting data.")]
     = 0.8,
+    decisive_precision: Annotated[float, typer.Option(
+        min=0.5, max=0.999, help="Precision at which a lexical-only answer is taken as settled "
+        "and the query embedding is skipped.")] = 0.95,
     model: ModelOpt = None,
     no_dense: NoDenseOpt = False,
 ) -> None:
-    """Refit the reranker/confidence model on the project's own data (never the eval files)."""
-    from knowledge_base.confidence import CALIBRATION_FILE, Calibrator, fit
+    """Refit the reranker/confidence models on the project's own data (never the eval files).
+
+    Two models: lexical-only (used when the dense half does not take part) and, unless
+    --no-dense, the dense model's.
+    """
+    from knowledge_base.confidence import LEXICAL_CALIBRATION_FILE, Calibrator, fit
     from knowledge_base.entries import PublishedEntry
     from knowledge_base.evaluation import calibration_samples, read_out_of_scope
     from knowledge_base.files import load_file
-    from knowledge_base.service import SEED_FILE, make_searcher
+    from knowledge_base.service import SEED_FILE, calibration_file, make_searcher
 
     try:
         seed_entries = [PublishedEntry(i, 1, c) for i, c in load_file(seed or SEED_FILE)]
@@ -441,13 +452,19 @@ def calibrate(
         raise _fail(str(exc)) from exc
     # The features do not depend on the calibrator: fit from scratch, whatever is shipped.
     searcher = make_searcher(embedding_model=model, dense=not no_dense,
-                             calibrator=Calibrator.uninformed())
-    samples = calibration_samples(searcher, seed_entries, oos)
-    calibrator, report = fit(samples, precision_target=precision)
-    target = output or CALIBRATION_FILE
-    calibrator.save(target, report)
-    typer.echo(json.dumps({"file": str(target), "threshold": calibrator.threshold, **report},
-                          ensure_ascii=False))
+                             calibrator=Calibrator.uninformed(),
+                             lexical_calibrator=Calibrator.uninformed())
+    jobs: list[tuple[bool, Path]] = [
+        (False, (output if no_dense else lexical_output) or LEXICAL_CALIBRATION_FILE)]
+    if searcher.embedder is not None:
+        jobs.append((True, output or calibration_file(searcher.embedder)))
+    for dense, target in jobs:
+        samples = calibration_samples(searcher, seed_entries, oos, dense=dense)
+        calibrator, report = fit(samples, precision_target=precision,
+                                 decisive_precision=None if dense else decisive_precision)
+        calibrator.save(target, report)
+        typer.echo(json.dumps({"file": str(target), "threshold": calibrator.threshold,
+                               "decisive": calibrator.decisive, **report}, ensure_ascii=False))
 
 
 # ---- gaps and API keys -------------------------------------------------------------------

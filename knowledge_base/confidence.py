@@ -20,8 +20,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")  # the default model (E5)
+LEXICAL_CALIBRATION_FILE = Path(__file__).with_name("calibration-lexical.json")
+MINILM_CALIBRATION_FILE = Path(__file__).with_name("calibration-minilm.json")
 DEFAULT_THRESHOLD = 0.5
+NEVER = 1.01  # a probability no candidate reaches
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +38,10 @@ class Features:
     reverse_coverage: float  # best IDF share of one question text's terms found in the query
     relative_lexical: float  # fused lexical score / the best candidate's
     lexical_rank: float  # 1 / (1 + rank by lexical score)
-    dense: float  # cosine (0 when dense is off for this query)
-    relative_dense: float  # cosine - best candidate's cosine (0 when off)
+    dense: float  # best cosine of its question texts (0 when dense is off for this query)
+    dense_answer: float  # cosine of its answer (0 when off or answers are not embedded)
+    relative_dense: float  # best of both cosines - best candidate's (0 when off)
+    dense_rank: float  # 1 / (1 + rank by the best cosine) (0 when off)
     dense_on: float
     known: float  # IDF share of query terms the knowledge base has at all
     length: float  # log(1 + number of query terms)
@@ -58,6 +63,9 @@ class Calibrator:
     weights: tuple[float, ...]
     bias: float
     threshold: float = DEFAULT_THRESHOLD
+    # The probability above which the top candidate is as good as settled (lexical model: the
+    # dense half is skipped); NEVER when not fitted.
+    decisive: float = NEVER
 
     def probability(self, features: Features) -> float:
         z = self.bias + sum(w * x for w, x in zip(self.weights, features.vector(), strict=True))
@@ -65,7 +73,7 @@ class Calibrator:
         return 1.0 / (1.0 + math.exp(-z))
 
     def with_threshold(self, threshold: float) -> Calibrator:
-        return Calibrator(self.weights, self.bias, threshold)
+        return Calibrator(self.weights, self.bias, threshold, self.decisive)
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibrator:
@@ -73,7 +81,8 @@ class Calibrator:
         if data.get("features") != Features.names():
             raise ValueError(f"{path}: fitted for other features; run `intakebot kb calibrate`")
         return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
-                   float(data.get("threshold", DEFAULT_THRESHOLD)))
+                   float(data.get("threshold", DEFAULT_THRESHOLD)),
+                   float(data.get("decisive", NEVER)))
 
     def save(self, path: Path, report: dict[str, object] | None = None) -> None:
         data = {"features": Features.names(), **asdict(self), "report": report or {}}
@@ -98,12 +107,13 @@ class Sample:
     right: int | None
 
 
-def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float = 1.0
-        ) -> tuple[Calibrator, dict[str, object]]:
+def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float = 1.0,
+        decisive_precision: float | None = None) -> tuple[Calibrator, dict[str, object]]:
     """Fit the pair model and pick the lowest threshold whose answers reach `precision_target`.
 
     Precision is that of the answers given: among the questions whose reranked top candidate
-    scores at or above the threshold, the share where that candidate is right.
+    scores at or above the threshold, the share where that candidate is right. With
+    `decisive_precision`, `decisive` is the lowest probability reaching that precision.
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -122,12 +132,17 @@ def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float =
         tops.append((probs[best], s.right == best))
     p = np.asarray([t[0] for t in tops])
     ok = np.asarray([t[1] for t in tops])
-    threshold = 0.5
-    for candidate in np.arange(0.05, 0.99, 0.01):
-        chosen = p >= candidate
-        if chosen.sum() >= 10 and ok[chosen].mean() >= precision_target:
-            threshold = float(round(candidate, 2))
-            break
+
+    def lowest(target: float, default: float) -> float:
+        for candidate in np.arange(0.05, 0.995, 0.01):
+            chosen = p >= candidate
+            if chosen.sum() >= 10 and ok[chosen].mean() >= target:
+                return float(round(candidate, 2))
+        return default
+
+    threshold = lowest(precision_target, 0.5)
+    decisive = NEVER if decisive_precision is None else lowest(decisive_precision, NEVER)
+    calibrator = Calibrator(calibrator.weights, calibrator.bias, threshold, decisive)
     chosen = p >= threshold
     answerable = np.asarray([s.right is not None for s in samples if s.candidates])
     report: dict[str, object] = {
@@ -141,4 +156,7 @@ def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float =
         if (~answerable).any() else None,
         "precision_target": precision_target,
     }
-    return calibrator.with_threshold(threshold), report
+    if decisive_precision is not None:
+        report["decisive_precision"] = decisive_precision
+        report["decisive_share"] = round(float((p >= decisive).mean()), 3)
+    return calibrator, report

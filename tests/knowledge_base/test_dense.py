@@ -39,3 +39,13 @@ def test_vectors_are_normalised(hybrid_searcher: Searcher) -> None:
     vectors = embedder.encode(["where is my parcel", "refund please"])
     assert vectors.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_minilm_queries_take_the_direct_path_with_the_same_vectors(
+        hybrid_searcher: Searcher) -> None:
+    embedder = hybrid_searcher.embedder
+    assert isinstance(embedder, SentenceTransformerEmbedder) and embedder.name == "minilm"
+    text = "can I change the delivery address after paying?"
+    direct = embedder.encode_queries([text])
+    assert embedder._direct is not None  # the plain Transformer -> mean -> Normalize model
+    assert np.allclose(direct, embedder.encode([text]), atol=1e-4)

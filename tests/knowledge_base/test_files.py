@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from knowledge_base.entries import EntryContent
 from knowledge_base.errors import ImportRejected, KnowledgeBaseError
 from knowledge_base.files import dump, load_file
 
-GOOD = [
+GOOD: list[dict[str, Any]] = [
     {"id": "refund", "question": "怎么退款？", "answer": "在订单详情申请。",
      "paraphrases": ["退钱", "钱怎么退"], "category": "after_sales", "tags": ["退款"]},
     {"id": "invoice", "question": "怎么开发票？", "answer": "结算页选择发票。",

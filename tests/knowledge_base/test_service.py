@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from knowledge_base.entries import Action
@@ -108,3 +109,30 @@ async def test_no_gap_for_confident_answers_or_when_disabled(sqlite_url: str) ->
 
 async def test_seed_file_missing_imports_nothing(kb: KnowledgeBase, tmp_path: Path) -> None:
     assert await kb.ensure_seed(tmp_path / "none.yaml") == 0
+
+
+async def test_dense_vectors_persist_across_restarts(sqlite_url: str, tmp_path: Path) -> None:
+    config = KnowledgeBaseConfig(database_url=sqlite_url, embedding_model="e5",
+                                 vector_cache_dir=tmp_path / "vectors", record_gaps=False)
+    first = await KnowledgeBase.open(config, notifier=InMemoryNotifier(InMemoryHub()))
+    try:
+        await first.create("refund", content("退款多久能到账？", "原路退回，1-7 个工作日。"),
+                           "t", publish=True)
+        await first.ready()
+        result = await first.search("钱啥时候退回来")
+        assert result.features is not None and result.features.dense_on == 1.0
+    finally:
+        await first.close()
+    saved = tmp_path / "vectors" / "kb-vectors-e5.npz"
+    assert saved.exists()
+    second = await KnowledgeBase.open(config, notifier=InMemoryNotifier(InMemoryHub()))
+    try:
+        await second.ready()
+        snapshot = second.searcher.snapshot
+        assert snapshot.dense is not None
+        with np.load(saved) as data:
+            stored = dict(zip(data["texts"], data["vectors"], strict=True))
+        assert set(stored) == {"退款多久能到账？", "原路退回，1-7 个工作日。"}
+        assert np.array_equal(snapshot.dense.vectors[0], stored["退款多久能到账？"])
+    finally:
+        await second.close()

@@ -187,7 +187,7 @@ async def test_postgres_version_table_is_separate(pg_schema: str) -> None:
     opened = await KnowledgeStore.open(
         POSTGRES_URL, connect_args={"server_settings": {"search_path": pg_schema}})
     await opened.close()
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     from tests.knowledge_base.conftest import _asyncpg_dsn
 
