@@ -38,6 +38,7 @@ from handoff.errors import (
 from handoff.evidence import EvidenceStore
 from handoff.live import Events
 from handoff.openapi import DOCUMENT
+from handoff.survey import Survey, Surveys
 from handoff.tickets import Ticket
 from handoff.users import Role, User, UserStore
 from handoff.workflow import Casework, parse_amount
@@ -216,26 +217,60 @@ async def list_tickets(request: web.Request, user: User) -> web.Response:
     return web.json_response({"tickets": [summary(t) for t in tickets]})
 
 
+async def ticket_view(casework: Casework, ticket_id: str, user: User, *,
+                      reveal: bool = False) -> dict[str, Any]:
+    """The ticket as the console shows it (`Casework.view`) with its satisfaction survey:
+    None before the invitation went out, else `survey_view`."""
+    view = await casework.view(ticket_id, user, reveal=reveal)
+    found = await Surveys(casework.store).get(view["id"])
+    view["survey"] = None if found is None else survey_view(found, masked=view["masked"])
+    return view
+
+
+def survey_view(survey: Survey, *, masked: bool) -> dict[str, Any]:
+    """When the survey was sent and answered, the four scores, the two aspects, the
+    suggestion (personal data masked like the transcript) and whether it started second
+    handling."""
+    from nlp.pii import mask_pii
+
+    data = survey.to_dict()
+    del data["ticket_id"]
+    if masked and survey.suggestion:
+        data["suggestion"] = mask_pii(survey.suggestion)
+    return data
+
+
 async def get_ticket(request: web.Request, user: User) -> web.Response:
-    return web.json_response(await request.app[CASEWORK].view(_ticket_id(request), user))
+    return web.json_response(await ticket_view(request.app[CASEWORK], _ticket_id(request), user))
 
 
 async def reveal(request: web.Request, user: User) -> web.Response:
     return web.json_response(
-        await request.app[CASEWORK].view(_ticket_id(request), user, reveal=True))
+        await ticket_view(request.app[CASEWORK], _ticket_id(request), user, reveal=True))
+
+
+# Form fields that decide which customer and which order a ticket counts for in the reports.
+_CHAIN_FIELDS = frozenset({"customer_id", "phone", "email", "order_id"})
 
 
 async def patch_ticket(request: web.Request, user: User) -> web.Response:
     casework = request.app[CASEWORK]
-    ticket = await casework.update(_ticket_id(request), user, await _body(request))
-    return web.json_response(await casework.view(ticket.id, user))
+    changes = await _body(request)
+    before = (await casework.store.get(_ticket_id(request))
+              if _CHAIN_FIELDS & set(changes) else None)
+    ticket = await casework.update(_ticket_id(request), user, changes)
+    if before is not None:
+        # The report neighbours follow the edit (handoff.tickets.relink). Casework commits the
+        # edit on its own, so this runs just after it; relinking is idempotent.
+        await casework.store.relink([ticket.id], orders=[before.order_id])
+    return web.json_response(await ticket_view(casework, ticket.id, user))
 
 
 def _action(run: Callable[[Casework, str, User, dict[str, Any]], Awaitable[Ticket]]) -> Handler:
     async def handler(request: web.Request, user: User) -> web.Response:
         casework = request.app[CASEWORK]
         ticket = await run(casework, _ticket_id(request), user, await _body(request))
-        return web.json_response(await casework.view(ticket.id, user))
+        return web.json_response(await ticket_view(casework, ticket.id, user))
 
     return handler
 
@@ -305,7 +340,7 @@ async def _merchant_answer(c: Casework, tid: str, u: User, d: dict[str, Any]) ->
 async def add_note(request: web.Request, user: User) -> web.Response:
     casework = request.app[CASEWORK]
     await casework.note(_ticket_id(request), user, _req(await _body(request), "text"))
-    return web.json_response(await casework.view(_ticket_id(request), user), status=201)
+    return web.json_response(await ticket_view(casework, _ticket_id(request), user), status=201)
 
 
 async def put_investigation(request: web.Request, user: User) -> web.Response:

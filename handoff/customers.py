@@ -14,6 +14,10 @@ another ticket still references them. Audit rows are kept as they are. A ticket 
 (`handoff.retention.is_held`) blocks erasure unless overridden with a reason, and an open ticket
 always does: it is still being handled.
 
+The report neighbours (`handoff.tickets.relink`) are recomputed under the new keys, so the
+customer key no longer copies the phone or id, and no other ticket keeps the erased tickets'
+registration times as its customer's or order's neighbour.
+
 Channel files in the data directory that carry the conversation are scrubbed too: the e-mail
 thread map (``mail/threads``, ``mail/roots``) and the webhook's dead letters
 (``webhook/dead_letters.jsonl``). Their layouts mirror `channels.mail.FileThreadStore` and
@@ -61,6 +65,7 @@ from handoff.tickets import (
     _ticket,
     _utc,
     conversation_key,
+    relink,
 )
 from handoff.workflow import AuditRow, InvestigationRow, NoteRow, StageRow
 
@@ -361,6 +366,7 @@ async def _anonymise(session: AsyncSession, rows: Sequence[TicketRow], held: Hol
                      names: dict[tuple[str, str], str], now: datetime
                      ) -> tuple[dict[str, int], set[str]]:
     ids = [r.id for r in rows]
+    orders = [r.order_id for r in rows]
     counts: dict[str, int] = {"tickets": len(rows)}
     for row in rows:
         for name in PERSONAL_FIELDS:
@@ -372,6 +378,10 @@ async def _anonymise(session: AsyncSession, rows: Sequence[TicketRow], held: Hol
         row.open_key = None
         row.erased_at = now
         row.updated_at = now
+    # The customer key copies the phone or id: it becomes the pseudonymous conversation, and the
+    # erased tickets leave their customer's and their orders' chains (reports count them apart).
+    await session.flush()
+    await relink(session, ids, orders=orders)
 
     async def blank(table: type[Any], values: dict[str, Any]) -> int:
         if not ids:

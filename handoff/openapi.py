@@ -91,6 +91,27 @@ DOCUMENT: dict[str, Any] = {
                                 "items": {"$ref": "#/components/schemas/Stage"}},
                     "notes": {"type": "array"}, "transcript": {"type": "array"},
                     "evidence": {"type": "array"}, "investigation": {"type": ["object", "null"]},
+                    "survey": {"oneOf": [{"$ref": "#/components/schemas/Survey"},
+                                         {"type": "null"}],
+                               "description": "null until the invitation went out"},
+                },
+            },
+            "Survey": {
+                "type": "object",
+                "description": "The satisfaction survey (DOMAIN.md template 3); scores, "
+                               "aspects and suggestion are null until answered. The "
+                               "suggestion is masked like the transcript.",
+                "properties": {
+                    "method": {"enum": ["chat", "web"]},
+                    "sent_at": {"type": ["string", "null"], "format": "date-time"},
+                    "answered_at": {"type": ["string", "null"], "format": "date-time"},
+                    **{name: {"type": ["integer", "null"], "minimum": 1, "maximum": 5}
+                       for name in ("timeliness", "effectiveness", "attitude", "overall")},
+                    "best_aspect": {"type": ["string", "null"]},
+                    "improve_aspect": {"type": ["string", "null"]},
+                    "suggestion": {"type": ["string", "null"]},
+                    "second_handling": {"type": "boolean",
+                                        "description": "the answers started second handling"},
                 },
             },
         },

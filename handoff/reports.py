@@ -2,8 +2,9 @@
 
 A report covers the tickets *registered* in a period ``[start, end)`` of China dates and compares
 them with the period of equal length just before. Every figure is an aggregate the database
-computes (GROUP BY, and window functions over the period plus its 30-day look-back), so a report
-reads a few hundred rows whatever the number of tickets. The definitions are in docs/reports.md.
+computes (GROUP BY over the two periods; repeats and returns come from each ticket's neighbour
+columns, kept by `handoff.tickets.relink`), so a report reads a few hundred rows whatever the
+number of tickets. The definitions are in docs/reports.md.
 
 `build_report` makes a `Report`; `render_text` turns it into Markdown, JSON or CSV (the PNG
 charts and the HTML page live in `handoff.charts` and `handoff.report_cli`).
@@ -11,16 +12,17 @@ charts and the HTML page live in `handoff.charts` and `handoff.report_cli`).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, case, cast, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, cast, func, or_, select
 from sqlalchemy import Float as SqlFloat
 from sqlalchemy import Text as SqlText
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,6 +38,7 @@ MAX_DAYS = 731  # two years: longer spans are a data export, not a report
 DIMENSIONS = ("category", "department", "priority", "channel", "product", "merchant")
 SURVEY_DIMENSIONS = ("timeliness", "effectiveness", "attitude", "overall")
 NONE_KEY = "(none)"
+_R = TypeVar("_R")
 _DONE = (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value)
 
 
@@ -323,11 +326,6 @@ class _Sql:
         return cast(func.extract("epoch", later - earlier), SqlFloat)
 
 
-def _customer() -> ColumnElement[str]:
-    """Who complained: the shop's customer id, else phone, else e-mail, else the chat."""
-    return func.coalesce(T.customer_id, T.phone, T.email, T.channel + literal(":") + T.chat_id)
-
-
 def _in(start: datetime, end: datetime) -> ColumnElement[bool]:
     return and_(T.registered_at >= start, T.registered_at < end)
 
@@ -367,6 +365,19 @@ class _Tally:
     volume: dict[str, dict[str, int]] = field(
         default_factory=lambda: {name: {} for name in _FIXED})
 
+    def add(self, sums: Sequence[Any]) -> None:
+        """Add one row of the ticket pass's sums (in the order `_ticket_pass` selects them)."""
+        self.tickets += int(sums[0])
+        self.resolved += int(sums[1])
+        self.overdue += int(sums[2])
+        self.responded += int(sums[3])
+        self.handled += int(sums[4])
+        self.bot_seconds += float(sums[5])
+        self.response_seconds += float(sums[6])
+        self.handling_seconds += float(sums[7])
+        self.repeat += int(sums[8])
+        self.first_contact += int(sums[9])
+
     def figures(self, survey: tuple[int, dict[str, float | None]]) -> Figures:
         return Figures(
             tickets=self.tickets, resolved=self.resolved,
@@ -382,70 +393,63 @@ def _mean(total: float, count: int) -> float | None:
     return total / count if count else None
 
 
-async def _ticket_pass(conn: AsyncConnection, sql: _Sql, now: Bounds, before: Bounds
-                       ) -> tuple[_Tally, _Tally]:
-    """Both periods' headline sums and fixed-dimension volumes: one scan, one window pass.
+async def _ticket_pass(conn: AsyncConnection, sql: _Sql, period: Bounds) -> _Tally:
+    """One period's headline sums and fixed-dimension volumes: one scan.
 
-    The scan groups the two periods by the fixed dimensions. The window pass reads only the
-    columns it needs (narrow rows sort much faster) over the two periods plus the 30-day
-    look-back and the 7-day look-ahead, all bounded by the index on registered_at, and finds
-    each ticket's neighbours by customer and by order.
+    The scan is bounded by the index on registered_at. Repeats and first-contact returns come
+    from each ticket's neighbour columns (`handoff.tickets.relink` keeps them), so no window
+    pass sorts the tickets by customer. The fixed-dimension volumes are counted by value:
+
+    - PostgreSQL groups by the four columns in a hash table. One statement per period keeps
+      the GROUP BY on plain columns, so PostgreSQL estimates a few hundred groups (with the
+      period as a CASE key it expected a million and sorted them on disk).
+    - SQLite always sorts to group, and sorting the period's rows cost a third of the scan.
+      So it counts each known value with a conditional sum in a single-row aggregate instead;
+      the values come from the per-column indexes (SELECT DISTINCT on an index reads one
+      entry per value). The dimensions hold closed vocabularies (types, departments,
+      priorities, channels), a few dozen sums at most.
     """
-    handled = and_(T.status.in_(_DONE), T.resolved_at.is_not(None))
-    which = _which(T.registered_at, now).label("which")
-    keys = [which, *(T[name] for name in _FIXED)]
+    done = T.status.in_(_DONE)
+    handled = and_(done, T.resolved_at.is_not(None))
     response = sql.seconds(T.first_responded_at, T.registered_at)
     handling = case((handled, sql.seconds(T.resolved_at, T.registered_at)))
-    query = select(
-        *keys, func.count(), _flag(T.status.in_(_DONE)),
+    repeat = or_(*(sql.seconds(T.registered_at, T[name]) <= REPEAT_DAYS * 86400
+                   for name in ("previous_customer_ticket_at", "previous_order_ticket_at")))
+    first_contact = and_(done, T.reopen_count == 0, or_(
+        T.next_customer_ticket_at.is_(None),
+        sql.seconds(T.next_customer_ticket_at, T.registered_at) > FIRST_CONTACT_DAYS * 86400))
+    sums = [
+        func.count(), _flag(done),
         # A non-empty JSON list of breach names is stored as text starting with '["'.
         _flag(cast(T.breaches, SqlText).like('["%')),
         func.count(T.first_responded_at), func.count(handling),
         _sum(sql.seconds(T.registered_at, T.complained_at)), _sum(response), _sum(handling),
-    ).where(_in(before[0], now[1])).group_by(*keys)
-    tallies = (_Tally(), _Tally())
-    for row in (await conn.execute(query)).all():
-        tally = tallies[1 - int(row[0])]
-        count = int(row[5])
-        for name, key in zip(_FIXED, row[1:5], strict=True):
+        _flag(repeat), _flag(first_contact),
+    ]
+    tally = _Tally()
+    if sql.sqlite:
+        known = {name: [None, *(await conn.execute(
+            select(T[name]).where(T[name].is_not(None)).distinct())).scalars()]
+            for name in _FIXED}
+        counted = [(name, value) for name, values in known.items() for value in values]
+        row = (await conn.execute(select(
+            *sums, *(_flag(T[name].is_(value)) for name, value in counted)
+        ).where(_in(*period)))).one()
+        if int(row[0]):
+            tally.add(row[:len(sums)])
+            for (name, value), count in zip(counted, row[len(sums):], strict=True):
+                if int(count):
+                    key = NONE_KEY if value is None else str(value)
+                    tally.volume[name][key] = int(count)
+        return tally
+    keys = [T[name] for name in _FIXED]
+    for row in (await conn.execute(
+            select(*keys, *sums).where(_in(*period)).group_by(*keys))).all():
+        tally.add(row[len(keys):])
+        for name, key in zip(_FIXED, row[:len(keys)], strict=True):
             key = NONE_KEY if key is None else str(key)
-            tally.volume[name][key] = tally.volume[name].get(key, 0) + count
-        tally.tickets += count
-        tally.resolved += int(row[6])
-        tally.overdue += int(row[7])
-        tally.responded += int(row[8])
-        tally.handled += int(row[9])
-        tally.bot_seconds += float(row[10])
-        tally.response_seconds += float(row[11])
-        tally.handling_seconds += float(row[12])
-
-    customer = _customer()
-    order_by = (T.registered_at, T.id)
-    inner = select(
-        T.registered_at,
-        and_(T.status.in_(_DONE), T.reopen_count == 0).label("done_once"),
-        func.lag(T.registered_at).over(partition_by=customer, order_by=order_by)
-        .label("prev_c"),
-        func.lead(T.registered_at).over(partition_by=customer, order_by=order_by)
-        .label("next_c"),
-        case((T.order_id.is_not(None), func.lag(T.registered_at).over(
-            partition_by=T.order_id, order_by=order_by))).label("prev_o"),
-    ).where(_in(before[0] - timedelta(days=REPEAT_DAYS),
-                now[1] + timedelta(days=FIRST_CONTACT_DAYS))).subquery()
-    n = inner.c
-    window = REPEAT_DAYS * 86400
-    repeat = or_(sql.seconds(n.registered_at, n.prev_c) <= window,
-                 sql.seconds(n.registered_at, n.prev_o) <= window)
-    first_contact = and_(n.done_once, or_(
-        n.next_c.is_(None),
-        sql.seconds(n.next_c, n.registered_at) > FIRST_CONTACT_DAYS * 86400))
-    which = _which(n.registered_at, now).label("which")
-    flags = select(which, _flag(repeat), _flag(first_contact)).where(
-        n.registered_at >= before[0], n.registered_at < now[1]).group_by(which)
-    for period, repeats, first_contacts in (await conn.execute(flags)).all():
-        tallies[1 - int(period)].repeat = int(repeats)
-        tallies[1 - int(period)].first_contact = int(first_contacts)
-    return tallies
+            tally.volume[name][key] = tally.volume[name].get(key, 0) + int(row[len(keys)])
+    return tally
 
 
 def _answered(now: Bounds, before: Bounds) -> Select[Any]:
@@ -457,22 +461,32 @@ def _answered(now: Bounds, before: Bounds) -> Select[Any]:
 
 
 async def _surveys(conn: AsyncConnection, now: Bounds, before: Bounds
-                   ) -> tuple[tuple[int, dict[str, float | None]], ...]:
+                   ) -> tuple[tuple[tuple[int, dict[str, float | None]], ...], tuple[Count, ...]]:
+    """Both periods' answered surveys and mean scores, and their improve aspects: one join,
+    grouped by period and aspect (a few rows), added up here."""
     base = _answered(now, before)
     which = base.selected_columns.which
-    rows = {int(r[0]): r for r in (await conn.execute(base.add_columns(
-        func.count(), *(func.avg(S[name]) for name in SURVEY_DIMENSIONS)).group_by(which)))}
-    out = []
-    for period in (1, 0):
-        row = rows.get(period)
-        out.append((0 if row is None else int(row[1]),
-                    {name: None if row is None else _float(row[i + 2])
-                     for i, name in enumerate(SURVEY_DIMENSIONS)}))
-    return tuple(out)
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+    query = base.add_columns(
+        S.improve_aspect, func.count(),
+        *(f(S[name]) for name in SURVEY_DIMENSIONS for f in (func.sum, func.count)),
+    ).group_by(which, S.improve_aspect)
+    answered = [0, 0]
+    sums = [[0.0] * len(SURVEY_DIMENSIONS) for _ in range(2)]
+    counts = [[0] * len(SURVEY_DIMENSIONS) for _ in range(2)]
+    aspects: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for row in (await conn.execute(query)).all():
+        index = 1 - int(row[0])
+        answered[index] += int(row[2])
+        if row[1] is not None:
+            aspects[index][str(row[1])] = int(row[2])
+        for i in range(len(SURVEY_DIMENSIONS)):
+            sums[index][i] += float(row[3 + 2 * i] or 0)
+            counts[index][i] += int(row[4 + 2 * i])
+    scores = tuple(
+        (answered[index], {name: _mean(sums[index][i], counts[index][i])
+                           for i, name in enumerate(SURVEY_DIMENSIONS)})
+        for index in (0, 1))
+    return scores, _counts(*aspects)
 
 
 def _counts(current: dict[str, int], previous: dict[str, int]) -> tuple[Count, ...]:
@@ -495,17 +509,6 @@ async def _top(conn: AsyncConnection, name: str, now: Bounds, before: Bounds
                              .order_by(counted.desc(), column).limit(TOP))
     previous = await _grouped(conn, query.where(_in(*before), column.in_(list(current))))
     return _counts(current, previous)
-
-
-async def _improve_aspects(conn: AsyncConnection, now: Bounds, before: Bounds
-                           ) -> tuple[Count, ...]:
-    base = _answered(now, before).where(S.improve_aspect.is_not(None))
-    which = base.selected_columns.which
-    found: tuple[dict[str, int], dict[str, int]] = ({}, {})
-    for period, aspect, count in (await conn.execute(
-            base.add_columns(S.improve_aspect, func.count()).group_by(which, S.improve_aspect))):
-        found[1 - int(period)][str(aspect)] = int(count)
-    return _counts(*found)
 
 
 async def _suggestions(conn: AsyncConnection, now: Bounds) -> tuple[Mention, ...]:
@@ -542,12 +545,19 @@ async def build_report(engine: AsyncEngine, period: Period, *,
     sql = _Sql(engine.dialect.name)
     previous_period = period.previous()
     bounds, before = period.bounds(), previous_period.bounds()
-    async with engine.connect() as conn:
-        tallies = await _ticket_pass(conn, sql, bounds, before)
-        surveys = await _surveys(conn, bounds, before)
-        top = {name: await _top(conn, name, bounds, before) for name in _OPEN}
-        aspects = await _improve_aspects(conn, bounds, before)
-        suggestions = await _suggestions(conn, bounds)
+
+    async def run(query: Callable[..., Awaitable[_R]], *args: Any) -> _R:
+        async with engine.connect() as conn:
+            return await query(conn, *args)
+
+    # The aggregates are independent: each runs on its own pooled connection, so the database
+    # works on them side by side (SQLite in WAL mode reads on several connections at once).
+    current, prior, (surveys, aspects), suggestions, products, merchants = await asyncio.gather(
+        run(_ticket_pass, sql, bounds), run(_ticket_pass, sql, before),
+        run(_surveys, bounds, before), run(_suggestions, bounds),
+        run(_top, "product", bounds, before), run(_top, "merchant", bounds, before))
+    tallies = (current, prior)
+    top = {"product": products, "merchant": merchants}
     volume = {name: _counts(tallies[0].volume[name], tallies[1].volume[name])
               for name in _FIXED}
     return Report(

@@ -5,7 +5,9 @@ years, so a purge refuses a shorter period unless forced. What goes, per purged 
 ticket with its transcript, evidence rows, stages, notes, investigation and survey, and evidence
 files no ticket left references. A conversation's outbox goes once no remaining ticket uses that
 conversation and its newest message is older than the cutoff (that also ages out chats that
-never became a ticket). Audit rows are never deleted; each executed purge adds one.
+never became a ticket). Audit rows are never deleted; each executed purge adds one. The purged
+tickets' customers and orders get their report neighbours recomputed (`handoff.tickets.relink`),
+so no remaining ticket keeps a purged ticket's registration time.
 
 Legal hold keeps a ticket whatever its age: a supervisor sets it (`set_legal_hold`), and a
 ticket flagged malicious (`Casework.flag_malicious`) is held as well, since it is kept for legal
@@ -38,6 +40,7 @@ from handoff.tickets import (
     TranscriptRow,
     _ticket,
     _utc,
+    relink,
 )
 from handoff.workflow import AuditRow, InvestigationRow, NoteRow, StageRow
 
@@ -231,10 +234,17 @@ async def purge(store: TicketStore, evidence: EvidenceStore, older_than: Duratio
             conversations = await _stale_conversations(session, cutoff, ids)
             counts[OutboxRow.__tablename__] = await _outbox_count(session, conversations)
             if not dry_run:
+                chains: list[tuple[str | None, str | None]] = []
                 for part in _chunks(ids):
+                    chains += [(k, o) for k, o in (await session.execute(
+                        select(TicketRow.customer_key, TicketRow.order_id)
+                        .where(TicketRow.id.in_(part)))).all()]
                     for table in TICKET_TABLES:
                         await session.execute(delete(table).where(table.ticket_id.in_(part)))
                     await session.execute(delete(TicketRow).where(TicketRow.id.in_(part)))
+                # The remaining tickets of those customers and orders get new neighbours.
+                await relink(session, customers=[k for k, _ in chains],
+                             orders=[o for _, o in chains])
                 for start in range(0, len(conversations), _CHUNK):
                     await session.execute(delete(OutboxRow).where(tuple_(
                         OutboxRow.channel, OutboxRow.chat_id).in_(

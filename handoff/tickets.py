@@ -20,7 +20,7 @@ Concurrency, without a lock server:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -34,21 +34,33 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     Numeric,
     String,
     Text,
     UniqueConstraint,
+    Update,
+    and_,
+    bindparam,
     event,
+    func,
+    literal,
+    or_,
     select,
     text,
+    update,
+)
+from sqlalchemy import (
+    insert as sql_insert,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -137,13 +149,17 @@ class TicketRow(Base):
     """One complaint registration form."""
 
     __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_customer_key_registered_at", "customer_key", "registered_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)
     status: Mapped[str] = mapped_column(String(32), index=True)
     open_key: Mapped[str | None] = mapped_column(String(MAX_CHANNEL + MAX_CHAT_ID + 1),
                                                  unique=True)
-    channel: Mapped[str] = mapped_column(String(MAX_CHANNEL))
+    # Indexed (ho0004) so that a report lists the channels from the index, without a scan.
+    channel: Mapped[str] = mapped_column(String(MAX_CHANNEL), index=True)
     chat_id: Mapped[str] = mapped_column(String(MAX_CHAT_ID))
     lang: Mapped[str] = mapped_column(String(16))
     customer_name: Mapped[str | None] = mapped_column(Text)
@@ -197,6 +213,13 @@ class TicketRow(Base):
     second_handling: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     erased_at: Mapped[datetime | None]
+    # Report neighbours (revision ho0004), kept by `relink`: who complained (`customer_key`) and
+    # when that customer, or the same order, complained just before or after this ticket, so a
+    # report counts repeats and returns in one scan, without a window pass.
+    customer_key: Mapped[str | None] = mapped_column(Text)
+    previous_customer_ticket_at: Mapped[datetime | None]
+    next_customer_ticket_at: Mapped[datetime | None]
+    previous_order_ticket_at: Mapped[datetime | None]
 
 
 class TranscriptRow(Base):
@@ -398,7 +421,7 @@ def _maybe(value: datetime | None) -> datetime | None:
     return None if value is None else _aware(value)
 
 
-def _outbox(row: OutboxRow) -> OutboxMessage:
+def _outbox(row: Any) -> OutboxMessage:
     return OutboxMessage(seq=row.seq, channel=row.channel, chat_id=row.chat_id,
                          author=row.author, text=row.text, buttons=tuple(row.buttons or ()),
                          sent_at=_aware(row.sent_at))
@@ -545,6 +568,20 @@ class TicketStore:
         """The database engine, shared with the casework and user stores of the same schema."""
         return self._engine
 
+    async def relink(self, ticket_ids: Iterable[str], *,
+                     orders: Iterable[str | None] = ()) -> None:
+        """`relink` in a transaction of its own, after a change committed elsewhere (a staff
+        edit of the customer fields or the order; `orders` are the order ids before it).
+
+        Raises:
+            TicketStoreUnavailable: the database failed.
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                await relink(session, ticket_ids, orders=orders)
+        except SQLAlchemyError as exc:
+            raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc
+
     # ---- registering ----------------------------------------------------------------------
 
     async def register(self, draft: TicketDraft, *, department: str, receiver: str,
@@ -609,9 +646,12 @@ class TicketStore:
             department=department, receiver=receiver, handler=None, malicious=False,
             handoff_reason=HandoffReason(draft.reason).value, sla_hours=draft.sla_hours,
             sla_due=due(now, draft.sla_hours), registered_at=now, updated_at=now,
+            customer_key=customer_key(draft.customer_id, draft.phone, draft.email,
+                                      draft.channel, draft.chat_id),
         )
         session.add(row)
         await session.flush()
+        await relink(session, [row.id])
         self._add_lines(session, row.id, draft.transcript, set())
         await self._add_evidence(session, row.id, draft.evidence, now)
         await session.flush()
@@ -621,6 +661,7 @@ class TicketStore:
                       department: str, now: datetime, due: DueTime) -> None:
         if row.category is None and draft.category is not None:
             row.department = department  # it was routed as unclassified
+        chained = (row.customer_id, row.phone, row.email, row.order_id)
         for name in _FILLABLE:
             value = getattr(draft, name)
             if getattr(row, name) is None and value is not None:
@@ -649,6 +690,8 @@ class TicketStore:
         self._add_lines(session, row.id, draft.transcript, known)
         await self._add_evidence(session, row.id, draft.evidence, now)
         await session.flush()
+        if (row.customer_id, row.phone, row.email, row.order_id) != chained:
+            await relink(session, [row.id])  # the customer or the order became known
 
     @staticmethod
     def _add_lines(session: AsyncSession, ticket_id: str, lines: Sequence[TranscriptLine],
@@ -783,11 +826,18 @@ class Outbox:
     """Everything sent to customers, per conversation, numbered 1, 2, 3, … (``seq``).
 
     Channels that answer out of band (web chat's polling and WebSocket) read it; it is also the
-    durable record of what the customer was told.
+    durable record of what the customer was told. A bot turn's replies are written together
+    (`append_many`: one transaction, one counter bump, one insert); the statements are built
+    once, as this is the web chat's hottest path.
     """
 
     def __init__(self, store: TicketStore) -> None:
         self._store = store
+        self._bump = _counter_bump(store.dialect)
+        self._insert = sql_insert(OutboxRow)
+        self._by_keys = select(OutboxRow.__table__).where(
+            OutboxRow.channel == bindparam("channel"), OutboxRow.chat_id == bindparam("chat_id"),
+            OutboxRow.dedup_key.in_(bindparam("keys", expanding=True)))
 
     async def append(self, channel: str, chat_id: str, *, author: str, text: str,
                      buttons: Sequence[str] = (), dedup_key: str | None = None,
@@ -801,38 +851,66 @@ class Outbox:
             InvalidTicket: the conversation id or dedup key is malformed.
             TicketStoreUnavailable: the database failed.
         """
+        return (await self._write(channel, chat_id, author, [text], [buttons], [dedup_key],
+                                  now))[0]
+
+    async def append_many(self, channel: str, chat_id: str, *, author: str,
+                          texts: Sequence[str], buttons: Sequence[Sequence[str]],
+                          dedup_keys: Sequence[str], now: datetime | None = None
+                          ) -> list[OutboxMessage]:
+        """Store the messages in order, all or none, in one transaction; a message whose
+        dedup key is stored already is returned as stored and not stored again.
+
+        Raises:
+            InvalidTicket: the conversation id or a dedup key is malformed, or the lists differ
+                in length.
+            TicketStoreUnavailable: the database failed.
+        """
+        if not len(texts) == len(buttons) == len(dedup_keys):
+            raise InvalidTicket("texts, buttons and dedup keys must be as many")
+        return await self._write(channel, chat_id, author, texts, buttons, dedup_keys, now)
+
+    async def _write(self, channel: str, chat_id: str, author: str, texts: Sequence[str],
+                     buttons: Sequence[Sequence[str]], keys: Sequence[str | None],
+                     now: datetime | None) -> list[OutboxMessage]:
         _check_conversation(channel, chat_id)
-        if dedup_key is not None and not 0 < len(dedup_key) <= 128:
+        if any(key is not None and not 0 < len(key) <= 128 for key in keys):
             raise InvalidTicket("dedup key must be 1-128 characters")
-        sessions = self._store._sessions
+        at = _utc(now or utcnow())
+        counter = f"outbox:{conversation_key(channel, chat_id)}"
+        wanted = [key for key in keys if key is not None]
         for _attempt in range(_REGISTER_ATTEMPTS):
-            if dedup_key is not None:
-                found = await self._by_key(channel, chat_id, dedup_key)
-                if found is not None:
-                    return found
             try:
-                async with sessions() as session, session.begin():
-                    seq = await _next_value(session, self._store.dialect,
-                                            f"outbox:{conversation_key(channel, chat_id)}")
-                    row = OutboxRow(channel=channel, chat_id=chat_id, seq=seq, author=author,
-                                    text=text, buttons=list(buttons),
-                                    sent_at=_utc(now or utcnow()), dedup_key=dedup_key)
-                    session.add(row)
-                    await session.flush()
-                return _outbox(row)
+                async with self._store._engine.begin() as connection:
+                    stored: dict[str, OutboxMessage] = {}
+                    if wanted:
+                        result = await connection.execute(
+                            self._by_keys, {"channel": channel, "chat_id": chat_id,
+                                            "keys": wanted})
+                        stored = {row.dedup_key: _outbox(row) for row in result}
+                    new = [n for n, key in enumerate(keys) if key is None or key not in stored]
+                    messages: dict[int, OutboxMessage] = {}
+                    if new:
+                        last = (await connection.execute(
+                            self._bump, {"name": counter, "step": len(new)})).scalar_one()
+                        rows = [{"channel": channel, "chat_id": chat_id,
+                                 "seq": last - len(new) + 1 + place, "author": author,
+                                 "text": texts[n], "buttons": list(buttons[n]), "sent_at": at,
+                                 "dedup_key": keys[n]} for place, n in enumerate(new)]
+                        await connection.execute(self._insert, rows)
+                        messages = {n: OutboxMessage(
+                            seq=row["seq"], channel=channel, chat_id=chat_id, author=author,
+                            text=texts[n], buttons=tuple(buttons[n]), sent_at=at)
+                            for n, row in zip(new, rows, strict=True)}
+                return [messages[n] if n in messages else stored[key]  # type: ignore[index]
+                        for n, key in enumerate(keys)]
             except IntegrityError as exc:
-                if dedup_key is None:
+                # Another writer stored one of the keys meanwhile: read it on the next attempt.
+                if not wanted:
                     raise TicketStoreUnavailable(f"outbox append failed: {exc}") from exc
             except SQLAlchemyError as exc:
                 raise TicketStoreUnavailable(f"the outbox database failed: {exc}") from exc
         raise TicketStoreUnavailable("outbox append kept conflicting")
-
-    async def _by_key(self, channel: str, chat_id: str, key: str) -> OutboxMessage | None:
-        query = select(OutboxRow).where(OutboxRow.channel == channel,
-                                        OutboxRow.chat_id == chat_id, OutboxRow.dedup_key == key)
-        async with self._store._sessions() as session:
-            row = (await session.execute(query)).scalar_one_or_none()
-        return None if row is None else _outbox(row)
 
     async def after(self, channel: str, chat_id: str, after: int = 0, *,
                     limit: int = 200) -> list[OutboxMessage]:
@@ -848,16 +926,184 @@ class Outbox:
             raise TicketStoreUnavailable(f"the outbox database failed: {exc}") from exc
 
 
+# ---- report neighbours ----------------------------------------------------------------------
+#
+# A report counts a ticket as a repeat when its customer or its order complained in the 30 days
+# before, and not as resolved at first contact when its customer came back within 7 days. Each
+# ticket keeps the registration times of those neighbours, so the report reads them in its one
+# scan instead of sorting every ticket of the period by customer and by order (docs/reports.md).
+# A chain is the tickets of one customer key (or one order id) in (registered_at, id) order;
+# `relink` recomputes whole chains, which are short, whenever a ticket joins, leaves or moves.
+
+_LINK_CHUNK = 500  # keys per IN (...) list
+LINK_BATCH = 50_000  # tickets per statement of the full back-fill
+# The neighbour columns of each chain and the window function that fills them.
+_CHAINS: dict[str, dict[str, str]] = {
+    "customer": {"previous_customer_ticket_at": "lag", "next_customer_ticket_at": "lead"},
+    "order": {"previous_order_ticket_at": "lag"},
+}
+
+
+def customer_key(customer_id: str | None, phone: str | None, email: str | None,
+                 channel: str, chat_id: str) -> str:
+    """Who complained, as reports count customers: the shop's customer id, else the phone,
+    else the e-mail, else the conversation (the order in which the form identifies a person)."""
+    for value in (customer_id, phone, email):
+        if value is not None:
+            return value
+    return conversation_key(channel, chat_id)
+
+
+def _tickets() -> Any:
+    return TicketRow.__table__
+
+
+def customer_key_sql() -> Any:
+    """`customer_key` as an SQL expression of the row's own columns."""
+    c = _tickets().c
+    return func.coalesce(c.customer_id, c.phone, c.email, c.channel + literal(":") + c.chat_id)
+
+
+def _chain_column(kind: str) -> Any:
+    c = _tickets().c
+    return c.customer_key if kind == "customer" else c.order_id
+
+
+def neighbour_update(kind: str, where: Any) -> Update:
+    """The UPDATE that sets the neighbour columns of the `kind` ("customer" or "order") chains
+    selected by `where`, which must take whole chains. Only rows that change are written."""
+    table = _tickets()
+    key = _chain_column(kind)
+    order = (table.c.registered_at, table.c.id)
+    targets = _CHAINS[kind]
+    window = select(table.c.id.label("ticket"), *(
+        getattr(func, fn)(table.c.registered_at).over(partition_by=key, order_by=order)
+        .label(name) for name, fn in targets.items()
+    )).where(key.is_not(None), where).subquery("neighbours")
+    changed = or_(*(table.c[name].is_distinct_from(window.c[name]) for name in targets))
+    return (update(table).where(table.c.id == window.c.ticket, changed)
+            .values({name: window.c[name] for name in targets}))
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _LINK_CHUNK):
+        yield items[start:start + _LINK_CHUNK]
+
+
+async def relink(conn: AsyncSession | AsyncConnection, ticket_ids: Iterable[str] = (), *,
+                 customers: Iterable[str | None] = (), orders: Iterable[str | None] = ()
+                 ) -> None:
+    """Bring the report neighbours up to date after tickets were added, changed or deleted.
+
+    Call it in the same transaction, after the change (flushed).
+
+    Args:
+        conn: the session or connection of that transaction.
+        ticket_ids: tickets added, or whose customer fields (customer id, phone, e-mail,
+            channel, chat id), order or registration time changed. Their `customer_key` is
+            refreshed, and the chains they were and are now in are recomputed.
+        customers: customer keys of deleted tickets (their chains are recomputed).
+        orders: order ids of deleted tickets, and the order ids changed tickets had before.
+    """
+    table = _tickets()
+    c = table.c
+    keys: set[str] = {k for k in customers if k is not None}
+    order_ids: set[str] = {o for o in orders if o is not None}
+    for part in _chunks(sorted(set(ticket_ids))):
+        rows = (await conn.execute(select(
+            c.id, c.customer_id, c.phone, c.email, c.channel, c.chat_id, c.customer_key,
+            c.order_id).where(c.id.in_(part)))).all()
+        for row in rows:
+            key = customer_key(row.customer_id, row.phone, row.email, row.channel, row.chat_id)
+            keys.update(k for k in (key, row.customer_key) if k is not None)
+            if row.order_id is not None:
+                order_ids.add(row.order_id)
+            if key != row.customer_key:
+                await conn.execute(update(table).where(c.id == row.id).values(customer_key=key))
+        # A ticket that left every order chain has no order neighbour.
+        await conn.execute(update(table).where(
+            c.id.in_(part), c.order_id.is_(None), c.previous_order_ticket_at.is_not(None))
+            .values(previous_order_ticket_at=None))
+    bind = conn.get_bind() if isinstance(conn, AsyncSession) else conn
+    if bind.dialect.name == "postgresql":
+        # Two transactions relinking one chain would each miss the other's new ticket: the
+        # second waits for the first to commit. Locks are taken in one order: no deadlock
+        # between relinks.
+        names = sorted([f"customer:{k}" for k in keys] + [f"order:{o}" for o in order_ids])
+        for name in names:
+            await conn.execute(select(func.pg_advisory_xact_lock(
+                func.hashtextextended(name, 0))))
+    for kind, values in (("customer", keys), ("order", order_ids)):
+        for part in _chunks(sorted(values)):
+            await conn.execute(neighbour_update(kind, _chain_column(kind).in_(part)))
+
+
+def _ranges(connection: Connection, column: Any, batch: int
+            ) -> Iterable[tuple[Any, Any]]:
+    """[low, high) ranges of `column` holding about `batch` rows each; high None is open."""
+    low: Any = None
+    while True:
+        query = select(column).where(column.is_not(None)).order_by(column).offset(batch).limit(1)
+        if low is not None:
+            query = query.where(column >= low)
+        high = connection.execute(query).scalar_one_or_none()
+        if high is not None and high == low:  # one value holds more than a batch
+            high = connection.execute(select(func.min(column)).where(column > low)).scalar()
+        yield low, high
+        if high is None:
+            return
+        low = high
+
+
+def _within(column: Any, low: Any, high: Any) -> Any:
+    bounds = [column.is_not(None)]
+    if low is not None:
+        bounds.append(column >= low)
+    if high is not None:
+        bounds.append(column < high)
+    return and_(*bounds)
+
+
+def link_all(connection: Connection, batch: int = LINK_BATCH, *,
+             customer_keys_only: bool = False, neighbours_only: bool = False) -> None:
+    """Fill `customer_key` and then every neighbour column of every ticket, in batches of whole
+    chains: revision ho0004's back-fill, and the benchmark's loader. Plain SQL, no rows read.
+
+    `customer_keys_only` and `neighbours_only` run one of the two passes (the migration builds
+    the customer-key index in between)."""
+    table = _tickets()
+    if not neighbours_only:
+        for low, high in _ranges(connection, table.c.id, batch):
+            connection.execute(update(table).where(_within(table.c.id, low, high))
+                               .values(customer_key=customer_key_sql()))
+    if customer_keys_only:
+        return
+    for kind in _CHAINS:
+        column = _chain_column(kind)
+        for low, high in _ranges(connection, column, batch):
+            connection.execute(neighbour_update(kind, _within(column, low, high)))
+
+
+def _counter_bump(dialect: str) -> Any:
+    """Bump the counter `name` by `step` and return its new value (bind parameters), atomically
+    for any number of writers: built once, executed per call."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    step = bindparam("step", type_=BigInteger)
+    return (insert(CounterRow).values(name=bindparam("name"), value=step)
+            .on_conflict_do_update(index_elements=[CounterRow.name],
+                                   set_={"value": CounterRow.value + step})
+            .returning(CounterRow.value))
+
+
 async def _next_value(session: AsyncSession, dialect: str, name: str) -> int:
     """Bump the named counter and return its new value, atomically for any number of writers."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(CounterRow).values(name=name, value=1)
-        .on_conflict_do_update(index_elements=[CounterRow.name],
-                               set_={"value": CounterRow.value + 1})
-        .returning(CounterRow.value)
-    )
-    return int((await session.execute(statement)).scalar_one())
+    statement = _BUMPS.get(dialect)
+    if statement is None:
+        statement = _BUMPS[dialect] = _counter_bump(dialect)
+    return int((await session.execute(statement, {"name": name, "step": 1})).scalar_one())
+
+
+_BUMPS: dict[str, Any] = {}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:

@@ -270,3 +270,52 @@ async def test_merchant_answer_reopen_badges_and_department_queue(
         await expect(badges).to_have_count(4)
         await expect(badges).to_have_text(["客户表示未解决", "重开 2 次", "二次处理", "法务保全"])
     assert not errors
+
+
+async def test_the_ticket_shows_its_survey(server: tuple[str, web.Application],
+                                           browser: Any) -> None:
+    """A supervisor opens a ticket whose customer answered the survey badly: the scores, the
+    aspects, the suggestion (as text, not markup) and the second handling it started."""
+    from datetime import UTC, datetime
+
+    from playwright.async_api import expect
+
+    from bot.app import AFTERCARE, TICKETS
+    from handoff.intake import HandoffReason, TicketDraft
+
+    base, app = server
+    registered = await app[TICKETS].register(
+        TicketDraft(channel="webchat", chat_id="survey-chat", lang="zh-Hans",
+                    description="电饭煲不加热", category="product", subcategory=None,
+                    priority="low", priority_reasons=(), sla_hours=24, emotion="neutral",
+                    reason=HandoffReason.NEEDS_INVESTIGATION),
+        department="quality", receiver="bot", now=datetime.now(UTC))
+    ticket = registered.ticket
+    aftercare = app[AFTERCARE]
+    await aftercare.surveys.start(ticket.id, "chat", datetime.now(UTC))
+    await aftercare.answer_survey(ticket.id, {
+        "timeliness": 2, "effectiveness": 1, "attitude": 4, "overall": 1,
+        "best_aspect": "attitude", "improve_aspect": "result",
+        "suggestion": "<img src=x onerror=alert(1)>退款太慢"})
+    errors: list[str] = []
+    page = await browser.new_page(locale="zh-CN")
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: errors.append("dialog: " + dialog.message))
+    try:
+        await log_in(page, base, "sue")
+        await page.locator("#queue li", has_text=ticket.number).click()
+        survey = page.locator("#survey")
+        await expect(survey.locator("dd")).to_have_count(10)
+        await expect(survey.locator("dt")).to_have_text([
+            "发送", "回答", "处理及时性", "解决效果", "服务态度", "总体满意度", "最满意", "待改进",
+            "建议", "二次处理"])
+        values = await survey.locator("dd").all_text_contents()
+        assert values[0].endswith("（对话）") and values[1] != "尚未回答"
+        assert values[2:] == ["2 / 5", "1 / 5", "4 / 5", "1 / 5", "服务态度", "处理结果",
+                              "<img src=x onerror=alert(1)>退款太慢", "已触发（总体满意度过低）"]
+        assert await survey.locator("img").count() == 0  # customer text stays text
+        await expect(survey.locator(".survey-alert")).to_have_text("已触发（总体满意度过低）")
+        await page.screenshot(path="/tmp/intakebot-console-survey.png", full_page=True)
+    finally:
+        await page.close()
+    assert not errors

@@ -9,6 +9,11 @@
 
   const CONFIRMATION = { asked: "已询问客户是否解决", confirmed: "客户确认已解决",
                          denied: "客户表示未解决" };
+  // The satisfaction survey (handoff.survey): its questions and aspects as the console names them.
+  const SURVEY_SCORES = [["timeliness", "处理及时性"], ["effectiveness", "解决效果"],
+                         ["attitude", "服务态度"], ["overall", "总体满意度"]];
+  const ASPECTS = { speed: "响应速度", result: "处理结果", attitude: "服务态度",
+                    clarity: "沟通清晰", other: "其他" };
   // Statuses in which the holder (or a supervisor) works on a ticket: the API's _WORKING.
   const WORKING = ["assigned", "investigating"];
 
@@ -197,7 +202,34 @@
     fill($("merchant"), t.merchant, fresh);
     $("solution-view").textContent = t.solution
       ? "方案：" + t.solution + (t.solution_amount ? " " + t.solution_amount + " 元" : "") : "";
+    renderSurvey(t.survey);
     renderEvidence(t);
+  }
+
+  // The survey as term/value pairs; the suggestion is the customer's text (textContent only).
+  function renderSurvey(survey) {
+    const box = $("survey");
+    box.replaceChildren();
+    const when = (at) => new Date(at).toLocaleString();
+    const pairs = [];
+    if (!survey) {
+      pairs.push(["状态", "尚未发送"]);
+    } else {
+      pairs.push(["发送", (survey.sent_at ? when(survey.sent_at) : "-") + "（" +
+                  (survey.method === "web" ? "网页表单" : "对话") + "）"]);
+      pairs.push(["回答", survey.answered_at ? when(survey.answered_at) : "尚未回答"]);
+      for (const [name, label] of SURVEY_SCORES) {
+        pairs.push([label, survey[name] ? survey[name] + " / 5" : "-"]);
+      }
+      pairs.push(["最满意", ASPECTS[survey.best_aspect] || survey.best_aspect || "-"]);
+      pairs.push(["待改进", ASPECTS[survey.improve_aspect] || survey.improve_aspect || "-"]);
+      pairs.push(["建议", survey.suggestion || "-"]);
+      pairs.push(["二次处理", survey.second_handling ? "已触发（总体满意度过低）" : "否"]);
+    }
+    for (const [term, value] of pairs) {
+      box.append(el("dt", term), el("dd", value, term === "二次处理" && survey &&
+                                    survey.second_handling ? "survey-alert" : null));
+    }
   }
 
   // After-care and retention state: read-only badges, each only when it says something.

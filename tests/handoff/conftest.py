@@ -74,11 +74,9 @@ CONSOLE_PASSWORD = "s3cret-pass"
 
 
 @pytest.fixture(scope="session")
-def kb_searcher() -> Searcher:
-    """The shipped ranking without the dense model (its own tests cover that)."""
-    from knowledge_base.service import make_searcher
-
-    return make_searcher(dense=False)
+def kb_searcher(e5_searcher: Searcher) -> Searcher:
+    """The shipped default ranking (tests/conftest.py)."""
+    return e5_searcher
 
 
 @dataclass

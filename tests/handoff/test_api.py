@@ -563,3 +563,54 @@ async def test_a_handoff_error_gets_its_status_whichever_route_raises_it(
                 assert response.headers["WWW-Authenticate"] == "Bearer"
             if status == 422:
                 assert body["phrases"] == ["绝对保证"]
+
+
+async def test_the_ticket_view_shows_the_survey(desk: Desk) -> None:
+    from bot.app import AFTERCARE
+
+    await staff(desk)
+    _chat, ticket_id = await desk.complaint()
+    url = f"/api/tickets/{ticket_id}"
+    assert (await desk.call("GET", url, "sue"))["survey"] is None  # not sent yet
+    aftercare = desk.app[AFTERCARE]
+    sent = desk.clock()
+    await aftercare.surveys.start(ticket_id, "web", sent)
+    waiting = (await desk.call("GET", url, "sue"))["survey"]
+    assert waiting["sent_at"] == sent.isoformat() and waiting["answered_at"] is None
+    assert waiting["overall"] is None and waiting["second_handling"] is False
+    await aftercare.answer_survey(ticket_id, {
+        "timeliness": 2, "effectiveness": 1, "attitude": 4, "overall": 1,
+        "best_aspect": "attitude", "improve_aspect": "result",
+        "suggestion": "请打13812345678找我"})
+    survey = (await desk.call("GET", url, "sue"))["survey"]
+    assert {k: survey[k] for k in ("method", "timeliness", "effectiveness", "attitude",
+                                   "overall", "best_aspect", "improve_aspect",
+                                   "second_handling")} == {
+        "method": "web", "timeliness": 2, "effectiveness": 1, "attitude": 4, "overall": 1,
+        "best_aspect": "attitude", "improve_aspect": "result", "second_handling": True}
+    assert survey["answered_at"] and "13812345678" not in survey["suggestion"]  # masked
+    revealed = await desk.call("POST", url + "/reveal", "sue")
+    assert revealed["survey"]["suggestion"] == "请打13812345678找我"
+    # Every response that carries the ticket carries the survey.
+    noted = await desk.call("POST", url + "/notes", "sue", status=201, json={"text": "回访"})
+    assert noted["survey"]["overall"] == 1
+    schema = DOCUMENT["components"]["schemas"]
+    assert set(survey) == set(schema["Survey"]["properties"])
+
+
+async def test_editing_the_phone_or_order_moves_the_report_neighbours(desk: Desk) -> None:
+    from bot.app import TICKETS
+    from tests.handoff.test_retention import neighbours
+
+    await staff(desk)
+    _chat, first = await desk.complaint()
+    desk.clock.advance(timedelta(hours=1))
+    _chat, second = await desk.complaint()  # the same phone and order, from another chat
+    store = desk.app[TICKETS]
+    at = (await store.get(first)).registered_at
+    assert (await neighbours(store, second))[1:] == (at, None, at)
+    await desk.call("POST", f"/api/tickets/{second}/claim", "alice")
+    await desk.call("PATCH", f"/api/tickets/{second}", "alice",
+                    json={"phone": "13900000000", "order_id": "DD-OTHER"})
+    assert await neighbours(store, second) == ("13900000000", None, None, None)
+    assert (await neighbours(store, first))[2] is None  # its customer did not come back

@@ -201,3 +201,24 @@ async def test_erase_scrubs_mail_threads_and_webhook_dead_letters(
     assert [e["delivery"]["conversation_id"] for e in await letters.list()] == ["conv-other"]
     text = (data_dir / "webhook" / "dead_letters.jsonl").read_text("utf-8")
     assert hooked.name not in text
+
+
+async def test_erasure_moves_the_report_neighbours_off_the_customer(
+        store: TicketStore, evidence: EvidenceStore) -> None:
+    """The customer key copied the phone: erased, it is the pseudonymous conversation, and the
+    erased tickets leave the phone's and the order's chains."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from tests.handoff.test_retention import neighbours
+
+    first = await seed(store, ALICE, closed_at=LONG_AGO)
+    other_chat = await seed(store, replace(ALICE, chat_id="chat-wang-2"), closed_at=NOW)
+    bob = await seed(store, BOB, closed_at=NOW + timedelta(hours=1))  # the same order, later
+    assert (await neighbours(store, other_chat.id))[:2] == (ALICE.phone, first.registered_at)
+    assert (await neighbours(store, bob.id))[3] == other_chat.registered_at
+    await erase(store, evidence, ALICE.phone, actor="dpo", now=NOW)
+    for ticket in (first, other_chat):
+        key, *times = await neighbours(store, ticket.id)
+        assert str(key).startswith("webchat:erased-") and times == [None, None, None]
+    assert (await neighbours(store, bob.id))[3] is None

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
+from handoff.intake import HandoffReason, TicketDraft
 from handoff.reports import (
     InvalidReport,
     Period,
@@ -27,7 +28,7 @@ from handoff.reports import (
     render_text,
 )
 from handoff.survey import SurveyRow
-from handoff.tickets import CHINA_TZ, TicketRow, TicketStore
+from handoff.tickets import CHINA_TZ, TicketRow, TicketStore, link_all
 
 WEEK = Period(PeriodKind.WEEK, date(2026, 11, 2), date(2026, 11, 9))
 
@@ -156,6 +157,7 @@ async def seed(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.execute(insert(TicketRow), [t1, t2, t3, t4, t5, t6, t7, p1, p2, p3])
         await conn.execute(insert(SurveyRow), surveys)
+        await conn.run_sync(link_all)  # the rows went in raw: link them as the migration does
 
 
 GAPS = [Gap("发票怎么开", 7, cst(1, 0), cst(3, 0)),
@@ -307,3 +309,63 @@ def test_cli_refuses_bad_input(seeded_dir: Path) -> None:
     assert result.exit_code == 2 and "week or month" in result.output
     result = run_cli("--format", "pdf", "--data-dir", str(seeded_dir))
     assert result.exit_code == 2 and "format" in result.output
+
+
+# ---- the repeat and return rules, on tickets registered through the store --------------------
+
+
+async def register(store: TicketStore, when: datetime, chat: str, *,
+                   customer: str | None = None, order: str | None = None) -> str:
+    """A ticket registered as the bot does (so `relink` keeps its neighbours); its id."""
+    draft = TicketDraft(
+        channel="webchat", chat_id=chat, lang="zh-Hans", description="…", category="product",
+        subcategory=None, priority="low", priority_reasons=(), sla_hours=24,
+        emotion="neutral", reason=HandoffReason.NEEDS_INVESTIGATION, customer_id=customer,
+        order_id=order)
+    registration = await store.register(draft, department="quality", receiver="bot",
+                                        now=when)
+    return registration.ticket.id
+
+
+async def close(store: TicketStore, *ids: str) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(update(TicketRow).where(TicketRow.id.in_(ids)).values(
+            status="closed", open_key=None))
+
+
+async def test_the_repeat_and_return_windows_are_inclusive(store: TicketStore) -> None:
+    second = timedelta(seconds=1)
+    await register(store, cst(3, 10, month=10), "k1", customer="K")
+    await register(store, cst(2, 10), "k2", customer="K")  # exactly 30 days later: a repeat
+    await register(store, cst(3, 10, month=10) - second, "l1", customer="L")
+    await register(store, cst(2, 10), "l2", customer="L")  # 30 days and a second: not
+    await register(store, cst(3, 11, month=10), "o1", customer="P", order="OX")
+    await register(store, cst(2, 11), "o2", customer="Q", order="OX")  # same order, 30 days
+    r1 = await register(store, cst(2, 12), "r1", customer="R")
+    await register(store, cst(9, 12), "r2", customer="R")  # back exactly 7 days later
+    s1 = await register(store, cst(2, 13), "s1", customer="S")
+    await register(store, cst(9, 13) + second, "s2", customer="S")  # 7 days and a second
+    await close(store, r1, s1)
+    report = await build_report(store.engine, WEEK)
+    assert report.current.tickets == 5
+    assert report.current.repeat == 2  # k2 and o2
+    assert report.current.first_contact_resolved == 1  # s1
+
+
+async def test_tickets_registered_out_of_order_or_identified_later(store: TicketStore) -> None:
+    from tests.handoff.test_retention import neighbours
+
+    b = await register(store, cst(4, 10), "b", customer="Z")
+    d = await register(store, cst(20, 10), "d", customer="Z")
+    a = await register(store, cst(20, 10, month=10), "a", customer="Z")  # earlier than b
+    assert (await neighbours(store, a))[1:3] == (None, cst(4, 10))
+    assert (await neighbours(store, b))[1:3] == (cst(20, 10, month=10), cst(20, 10))
+    assert (await neighbours(store, d))[1:3] == (cst(4, 10), None)
+    assert (await build_report(store.engine, WEEK)).current.repeat == 1  # b, 15 days after a
+    # A conversation registered without an id, then identified as Z: it joins Z's chain.
+    e = await register(store, cst(5, 10), "e")
+    assert (await neighbours(store, e))[:2] == ("webchat:e", None)
+    assert await register(store, cst(5, 11), "e", customer="Z") == e  # the open ticket
+    assert (await neighbours(store, e))[:3] == ("Z", cst(4, 10), cst(20, 10))
+    assert (await neighbours(store, b))[2] == cst(5, 10)
+    assert (await build_report(store.engine, WEEK)).current.repeat == 2  # b and e

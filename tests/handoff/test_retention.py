@@ -237,3 +237,25 @@ async def test_outbox_numbering_survives_a_purge(store: TicketStore,
     assert await count(store, CounterRow, name=f"outbox:webchat:{ALICE.chat_id}") == 1
     later = await store.outbox.append("webchat", ALICE.chat_id, author="bot", text="hi")
     assert later.seq == 2  # a returning customer's web chat never sees seq go backwards
+
+
+async def neighbours(store: TicketStore, ticket_id: str) -> tuple[object, ...]:
+    """A ticket's customer key and its customer's previous/next and order's previous times."""
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(
+            TicketRow.customer_key, TicketRow.previous_customer_ticket_at,
+            TicketRow.next_customer_ticket_at, TicketRow.previous_order_ticket_at)
+            .where(TicketRow.id == ticket_id))).one()
+    return tuple(None if v is None else v.replace(tzinfo=UTC) if isinstance(v, datetime)
+                 else v for v in row)
+
+
+async def test_a_purge_takes_the_purged_tickets_out_of_the_report_neighbours(
+        store: TicketStore, evidence: EvidenceStore) -> None:
+    old = await seed(store, ALICE, closed_at=LONG_AGO)
+    recent = await seed(store, ALICE, closed_at=RECENTLY)  # same phone and order, later
+    assert await neighbours(store, old.id) == (ALICE.phone, None, recent.registered_at, None)
+    assert await neighbours(store, recent.id) == (ALICE.phone, old.registered_at, None,
+                                                  old.registered_at)
+    await purge(store, evidence, parse_duration("3y"), NOW, dry_run=False)
+    assert await neighbours(store, recent.id) == (ALICE.phone, None, None, None)

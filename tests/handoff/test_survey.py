@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from handoff.errors import InvalidTicket, TicketNotFound
+from handoff.intake import HandoffReason, TicketDraft
 from handoff.sla import ManualClock
 from handoff.survey import Surveys, validate_answers
 from handoff.survey_web import InvalidLink, SurveyLinks, load_secret
 from handoff.tickets import TicketStore
+from tests.handoff.conftest import MakeDesk
 from tests.handoff.test_aftercare import register
 from tests.handoff.test_workflow import NOW
 
@@ -68,3 +71,45 @@ def test_links_are_signed_and_expire(tmp_path: Path) -> None:
     with pytest.raises(InvalidLink) as expired:
         links.verify(token)
     assert expired.value.status == 410
+
+
+@pytest.mark.parametrize(("lang", "heading", "legend", "thanks", "absent"), [
+    ("zh-Hans", "投诉 {number} 满意度回访", "总体满意度", "感谢您的评价！", "Overall"),
+    ("zh-Hant", "投訴 {number} 滿意度回訪", "總體滿意度", "感謝您的評價！", "总体"),
+    ("en", "Satisfaction survey: complaint {number}", "Overall", "Thank you for your feedback!",
+     "满意"),
+    ("mixed", "投诉 {number} 满意度回访 · Satisfaction survey", "总体满意度 Overall",
+     "感谢您的评价！ Thank you for your feedback!", "滿意"),
+])
+async def test_the_web_form_speaks_the_customers_language(
+        make_desk: MakeDesk, lang: str, heading: str, legend: str, thanks: str,
+        absent: str) -> None:
+    """The language the ticket recorded picks the form's words (mixed: both, side by side)."""
+    from bot.app import AFTERCARE, TICKETS
+
+    desk = await make_desk(INTAKEBOT_PUBLIC_URL="https://help.example")
+    ticket = (await desk.app[TICKETS].register(
+        TicketDraft(channel="email", chat_id="mail-" + lang, lang=lang, description="…",
+                    category="product", subcategory=None, priority="low",
+                    priority_reasons=(), sla_hours=24, emotion="neutral",
+                    reason=HandoffReason.NEEDS_INVESTIGATION),
+        department="quality", receiver="bot", now=desk.clock())).ticket
+    aftercare = desk.app[AFTERCARE]
+    await aftercare.surveys.start(ticket.id, "web", desk.clock())
+    assert aftercare.survey_link is not None
+    path = urlsplit(aftercare.survey_link(ticket.id)).path
+
+    page = await desk.client.get(path)
+    text = await page.text()
+    assert page.status == 200
+    assert f'<html lang="{"zh-Hans" if lang == "mixed" else lang}">' in text
+    assert f"<h1>{heading.format(number=ticket.number)}</h1>" in text
+    assert f"<legend>{legend}</legend>" in text and absent not in text
+
+    missing = await desk.client.post(path, data={"timeliness": "5"})
+    assert missing.status == 400 and legend in await missing.text()  # names the question
+    done = await desk.client.post(path, data={
+        "timeliness": "4", "effectiveness": "4", "attitude": "5", "overall": "4"})
+    assert done.status == 200 and thanks in await done.text()
+    again = await desk.client.get(path)
+    assert again.status == 409 and absent not in await again.text()

@@ -234,7 +234,7 @@ async def test_reopening_is_idempotent_and_shares_the_database_with_the_kb(
             version = (await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
                        ).scalar_one()
         assert {"tickets", "alembic_version_handoff", "alembic_version_kb", "kb_entries"} <= names
-        assert version == "ho0003"
+        assert version == "ho0004"
     finally:
         await tickets.close()
         await kb.close()
@@ -253,7 +253,7 @@ async def test_postgres_schema_matches_and_version_table_is_separate(
             assert await conn.run_sync(_diff) == []
             version = (await conn.execute(
                 text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalar_one()
-        assert version == "ho0003"
+        assert version == "ho0004"
     finally:
         await store.close()
         await kb.close()
