@@ -25,7 +25,9 @@ N conversation workers (default 200) each play scripted multi-turn complaints (C
 English, ``SCRIPTS``), one message at a time: a turn is sent when the reply to the previous one
 has arrived, after ``--think`` seconds. With ``--think 0`` the load is closed-loop and saturating:
 the figures are then the maximum throughput, and latency is mostly queueing (N / throughput).
-Printed per mode: messages/s, p50/p95/p99 latency, errors, and the ratio to the echo server.
+Printed per mode: messages/s, p50/p95/p99 latency, errors, the ratio to the echo server, the
+server processes' CPU per message (from /proc; less noisy than latency on a shared machine) and
+each server's event-loop lag (how late a 10 ms sleep wakes: work done on the loop).
 """
 
 from __future__ import annotations
@@ -146,6 +148,10 @@ def stop(server: Server) -> None:
             server.process.wait()
     if server.data_dir is not None:
         shutil.rmtree(server.data_dir, ignore_errors=True)
+    if server.log is not None and server.log.exists():
+        for line in server.log.read_text(errors="replace").splitlines():
+            if LAG_MARK in line:
+                print(f"  {server.name}: {line.split(LAG_MARK, 1)[1].lstrip(': ')}")
 
 
 async def start_echo(workdir: Path) -> Server:
@@ -196,8 +202,42 @@ def serve(port: int, redis_prefix: str | None) -> None:
     settings = Settings.from_env()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = logging.getLogger("bot.app")
-    web.run_app(create_app(settings, redis_prefix=redis_prefix), host="127.0.0.1", port=port,
-                access_log=log, print=lambda text: log.info("%s", text))
+    app = create_app(settings, redis_prefix=redis_prefix)
+    app.cleanup_ctx.append(loop_lag)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=log,
+                print=lambda text: log.info("%s", text))
+
+
+LAG_PROBE = 0.01  # seconds between two looks at the event loop
+LAG_MARK = "event loop lag"
+
+
+async def loop_lag(_app: object) -> AsyncIterator[None]:
+    """How late a 10 ms sleep wakes up: the time the loop was busy with something else.
+
+    Logged at shutdown for the client to print: a long tail here is work done on the event loop
+    (CPU, or a thread holding the GIL), not waiting for a database.
+    """
+    import logging
+
+    lags: list[float] = []
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LAG_PROBE)
+            lags.append((loop.time() - started - LAG_PROBE) * 1000)
+
+    task = asyncio.create_task(probe())
+    yield
+    task.cancel()
+    if len(lags) > 100:
+        q = statistics.quantiles(lags, n=1000)
+        logging.getLogger("bench").warning(
+            "%s: p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms; %d of %d probes over "
+            "50 ms", LAG_MARK, q[499], q[989], q[998], max(lags), sum(x > 50 for x in lags),
+            len(lags))
 
 
 def ensure_model(model_cache: Path) -> None:
@@ -312,10 +352,23 @@ async def worker(http: aiohttp.ClientSession, ports: Sequence[int], index: int, 
         result.conversations += 1
 
 
+def server_pids(pids: Sequence[int]) -> list[int]:
+    """The product processes: under --py-spy, the children of py-spy, not py-spy itself."""
+    found = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "py-spy":
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    found += [int(c) for c in (task / "children").read_text().split()]
+                continue
+        found.append(pid)
+    return found
+
+
 def process_cpu_seconds(pids: Sequence[int]) -> float:
     total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
+    for pid in server_pids(pids):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime

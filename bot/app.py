@@ -3,7 +3,8 @@
 Start-up (cleanup contexts, in order): the ticket database is migrated; the knowledge base is
 opened (migrated, seeded on first run, indexed); the triage model is loaded once, in a thread;
 the session, lock and de-duplication stores are opened (in-process, or Redis with REDIS_URL);
-then the engine and the dispatcher are built. Channels get the dispatcher as their OnMessage
+then the engine and the dispatcher are built; last, what start-up built is frozen out of the
+garbage collector's full passes. Channels get the dispatcher as their OnMessage
 callback, bound late so their routes can be added before start-up.
 
 Errors: every package raises its own exception tree; `error_middleware` maps them to JSON
@@ -14,16 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.dispatcher import Dispatcher
+from bot.dispatcher import BatchOutput, Dispatcher
 from bot.engine import Engine, EngineConfig, Triager
-from bot.keys import Keys
+from bot.keys import DEFAULT_PREFIX, Keys
 from bot.outbound import IdempotentOutput, RedisOutbound
 from bot.replay import ReplaySafeDesk
 from bot.session import (
@@ -96,6 +100,10 @@ _RETRY = {"Retry-After": "5"}
 # one when all are busy (then SessionError: 503 with Retry-After).
 REDIS_CONNECTIONS = 100
 REDIS_POOL_WAIT = 10.0
+# PostgreSQL connections of the ticket store per process, kept open and opened on demand: a
+# message holds one at a time; several processes and the knowledge base share the server's 100.
+PG_POOL_SIZE = 10
+PG_POOL_OVERFLOW = 10
 
 
 def _status(exc: Exception) -> tuple[int, str]:
@@ -189,7 +197,8 @@ async def knowledge_base_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     kb = await KnowledgeBase.open(KnowledgeBaseConfig(
         database_url=settings.database_url, redis_url=settings.redis_url,
-        embedding_model=settings.kb_embedding_model), searcher=app[_OPTIONS].get("searcher"))
+        embedding_model=settings.kb_embedding_model, vector_cache_dir=settings.data_dir),
+        searcher=app[_OPTIONS].get("searcher"))
     await kb.ensure_seed()
     app[KNOWLEDGE_BASE] = kb
     yield
@@ -243,7 +252,7 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = Engine(app[ANALYZER], app[KNOWLEDGE_BASE], desk, config=EngineConfig())
     webchat = app[WEBCHAT]
     adapters: list[ChannelAdapter] = app[CHANNELS]
-    outputs = {name: GuardedOutput(output, app[CASEWORK]) for name, output in
+    outputs = {name: guarded(output, app[CASEWORK]) for name, output in
                {WEBCHAT_CHANNEL: webchat.output, **{a.name: a.output for a in adapters}}.items()}
     outbound: RedisOutbound | None = None
     queued: set[str] = set()
@@ -268,6 +277,22 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
         await webchat.close()
         if redis is not None:
             await redis.aclose()
+
+
+async def frozen_heap_ctx(_app: web.Application) -> AsyncIterator[None]:
+    """Keep what start-up built (models, dictionaries, indexes: about 600,000 objects) out of
+    the garbage collector's full passes.
+
+    Otherwise each full pass walks all of them on the event loop: about 260 ms of CPU, and over
+    a second of wall time on a busy machine, for every request waiting meanwhile. Frozen objects
+    are still freed by reference counting; only cycles among them are never collected.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -347,6 +372,8 @@ class GuardedOutput:
         self._output = output
         self._casework = casework
         self.name = output.name
+        # What the outbound senders ask: may a reply in doubt be sent again by its key?
+        self.idempotent = isinstance(output, IdempotentOutput)
 
     async def send(self, message: OutgoingMessage) -> None:
         if message.author is not Author.AGENT:
@@ -365,6 +392,30 @@ class GuardedOutput:
             await self._output.send_once(message, key)
         else:
             await self._output.send(message)
+
+
+class GuardedBatchOutput(GuardedOutput):
+    """A guarded output whose channel stores a turn's replies in one step (the web chat)."""
+
+    def __init__(self, output: BatchOutput, casework: Casework) -> None:
+        super().__init__(output, casework)
+        self._batch = output
+
+    async def send_batch_once(self, messages: Sequence[OutgoingMessage],
+                              keys: Sequence[str]) -> None:
+        for message in messages:
+            if message.author is not Author.AGENT:
+                conversation = message.conversation
+                await self._casework.check_bot_message(conversation.channel,
+                                                       conversation.chat_id, message.text)
+        await self._batch.send_batch_once(messages, keys)
+
+
+def guarded(output: OutputChannel, casework: Casework) -> GuardedOutput:
+    """The output behind the wording guard, taking batches when the channel does."""
+    if isinstance(output, BatchOutput):
+        return GuardedBatchOutput(output, casework)
+    return GuardedOutput(output, casework)
 
 
 class KnowledgeBaseReplies:
@@ -402,6 +453,21 @@ def _keys(app: web.Application) -> Keys:
     """The Redis keys: the prefix create_app was given, else INTAKEBOT_REDIS_PREFIX."""
     prefix = app[_OPTIONS].get("redis_prefix") or app[SETTINGS].redis_prefix
     return Keys(prefix) if prefix else Keys()
+
+
+def ticket_store(url: str) -> TicketStore:
+    """The ticket store on `url`; on PostgreSQL with the pool the web chat's load needs.
+
+    SQLAlchemy's default pool (5 connections, 10 more opened and closed again on demand) kept
+    opening connections under bursts, and its pre-ping costs three round trips per checkout on
+    asyncpg (BEGIN, an empty query, ROLLBACK), about 15 per web chat message. Without it a
+    connection a database restart broke fails once: SQLAlchemy then replaces every pooled
+    connection, and the request answers 503 for the client to resend (docs/engine.md).
+    """
+    if make_url(url).get_backend_name() != "postgresql":
+        return TicketStore.connect(url)
+    return TicketStore(create_async_engine(url, pool_size=PG_POOL_SIZE,
+                                           max_overflow=PG_POOL_OVERFLOW, pool_pre_ping=False))
 
 
 def _routing(settings: Settings) -> Routing:
@@ -466,7 +532,7 @@ def create_app(
     if analyzer is not None:
         app[ANALYZER] = analyzer
 
-    tickets = TicketStore.connect(settings.database_url)
+    tickets = ticket_store(settings.database_url)
     evidence = (EvidenceStore(settings.data_dir / "evidence") if evidence_max_bytes is None
                 else EvidenceStore(settings.data_dir / "evidence", max_bytes=evidence_max_bytes))
     app[TICKETS] = tickets
@@ -507,7 +573,7 @@ def create_app(
                                              clock or system_clock)
 
     app.cleanup_ctx.extend([tickets_ctx, events_ctx, knowledge_base_ctx, analyzer_ctx,
-                            dispatcher_ctx, sla_ctx, aftercare_ctx])
+                            dispatcher_ctx, sla_ctx, aftercare_ctx, frozen_heap_ctx])
     app.add_routes(survey_form.routes("/survey"))
     app.router.add_get("/healthz", healthz)
     app.add_routes(webchat.routes("/api/webchat"))
@@ -544,6 +610,7 @@ def configured_channels(settings: Settings, evidence: EvidenceStore
     from channels.mail import FileThreadStore, Mail
     from channels.telegram import TelegramChannel
     from channels.wechat import WeChat
+    from channels.wechat_state import RedisWeChatState
 
     def build(on_message: OnMessage) -> list[ChannelAdapter]:
         adapters: list[ChannelAdapter] = []
@@ -554,7 +621,11 @@ def configured_channels(settings: Settings, evidence: EvidenceStore
                                            data_dir=settings.data_dir,
                                            queued=settings.redis_url is None))
         if settings.wechat is not None:
-            adapters.append(WeChat(settings.wechat, on_message, files=evidence))
+            # With Redis, WeChat's retries and numbered answers may reach any process.
+            state = (RedisWeChatState.from_url(settings.redis_url, Keys(settings.redis_prefix
+                                                                        or DEFAULT_PREFIX))
+                     if settings.redis_url else None)
+            adapters.append(WeChat(settings.wechat, on_message, files=evidence, state=state))
         if settings.mail is not None:
             adapters.append(Mail(settings.mail, on_message, files=evidence,
                                  threads=FileThreadStore(settings.data_dir / "mail")))

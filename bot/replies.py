@@ -58,7 +58,10 @@ def _by_lang(section: str, key: str, value: Any, *, same_fields: bool) -> dict[L
 _PUNCT = re.compile(r"[\s\"'“”‘’。，,.!！?？~～、:：;；()（）\[\]【】]+")
 
 
+@lru_cache(maxsize=512)
 def _plain(text: str) -> str:
+    # Cached: each message is compared with every button label (OpenCC each time otherwise),
+    # and the labels are a fixed, small set.
     return _PUNCT.sub("", to_simplified(clean(text)).lower())
 
 

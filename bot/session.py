@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.keys import DEDUP_TTL, LOCK_LEASE, SESSION_TTL, Keys
+from bot.keys import DEDUP_TTL, LOCK_LEASE, SESSION_TTL, Keys, conversation_of
 from channels.messages import Attachment, Author, ConversationRef, OutgoingMessage
 from handoff.intake import EvidenceRef, HandoffReason
 from nlp.labels import Category, Demand, Emotion, Lang, Priority
@@ -513,18 +513,25 @@ class Delivery:
 
     replies: tuple[OutgoingMessage, ...]
     sent: int = 0
+    # The outbound senders' attempt (a token) that began sending reply `sent` and has not
+    # reported back: if it is not ours, that send may or may not have reached the channel.
+    sending: str | None = None
 
     @property
     def complete(self) -> bool:
         return self.sent >= len(self.replies)
 
     def to_json(self) -> dict[str, Any]:
-        return {"replies": [_outgoing_json(m) for m in self.replies], "sent": self.sent}
+        data: dict[str, Any] = {"replies": [_outgoing_json(m) for m in self.replies],
+                                "sent": self.sent}
+        if self.sending is not None:
+            data["sending"] = self.sending
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Delivery:
         return cls(replies=tuple(_outgoing_from_json(m) for m in data["replies"]),
-                   sent=int(data["sent"]))
+                   sent=int(data["sent"]), sending=data.get("sending"))
 
     def dumps(self) -> str:
         return _dumps(self.to_json())
@@ -553,8 +560,10 @@ def _outgoing_from_json(d: Mapping[str, Any]) -> OutgoingMessage:
 
 def dedup_key(conversation: ConversationRef, message_id: str) -> str:
     """Which message: message ids are unique per chat on some channels (Telegram), not per
-    channel, so the chat is part of the key."""
-    return f"{conversation.key}:{message_id}"
+    channel, so the chat is part of the key. A ``:`` in the message id is escaped, so the last
+    ``:`` ends the conversation (`bot.keys.conversation_of`: its keys share a hash slot)."""
+    escaped = message_id.replace("%", "%25").replace(":", "%3A")
+    return f"{conversation.key}:{escaped}"
 
 
 class Deduplicator(Protocol):
@@ -621,7 +630,8 @@ class InMemoryDeduplicator:
 # Store the session (compare-and-set on its revision, as _PUT_SESSION) and the record of the
 # message handled, in one step: a crash leaves either both or neither, so a redelivery is either
 # answered from the record or handled afresh on the old session, never handled twice. With
-# ARGV[6] = "1" the record's key also goes on the outbound stream for the senders.
+# ARGV[6] = "1" the record's key also goes on the conversation's outbound stream for the senders
+# (its shard's: all three keys carry the shard's hash tag, so they share a Redis Cluster slot).
 # Returns {1} when written, {0} when the session is stale, {2, record} when the message was
 # recorded meanwhile (a handler whose lock lease ran out finished first): nothing is written.
 _COMMIT = """
@@ -643,7 +653,8 @@ end
 return {1}
 """
 
-OUTBOUND_MAXLEN = 100_000  # entries the outbound stream keeps at most (acknowledged are deleted)
+# Entries a shard's outbound stream keeps at most (acknowledged ones are deleted).
+OUTBOUND_MAXLEN = 100_000
 
 
 class RedisDeduplicator:
@@ -692,10 +703,12 @@ class RedisDeduplicator:
             StaleSession: a newer revision of the session is stored.
             SessionError: Redis is unavailable.
         """
+        if conversation_of(key) != session.key:  # the three keys would not share a slot
+            raise ValueError(f"the message {key!r} is not of the conversation {session.key!r}")
         async with redis_errors("storing the session"):
             result = await self._commit(
                 keys=[self._keys.session(session.key), self._keys.dedup(key),
-                      self._keys.outbound],
+                      self._keys.outbound_of(session.key)],
                 args=[session.dumps(), session.revision, self._session_ttl, delivery.dumps(),
                       self._ttl, "1" if queue else "0", key, OUTBOUND_MAXLEN])
         if int(result[0]) == 2:

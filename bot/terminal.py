@@ -85,7 +85,7 @@ async def run(settings: Settings, *, read_line: Callable[[str], str] = input,
     async with AsyncExitStack() as stack:
         kb = await KnowledgeBase.open(KnowledgeBaseConfig(
             database_url=settings.database_url, redis_url=None,
-            embedding_model=settings.kb_embedding_model))
+            embedding_model=settings.kb_embedding_model, vector_cache_dir=settings.data_dir))
         stack.push_async_callback(kb.close)
         await kb.ensure_seed()
         tickets = await TicketStore.open(settings.database_url)

@@ -24,8 +24,12 @@ answerCallbackQuery.
 
 Outbound (`TelegramOutput`): sendMessage, buttons as an inline keyboard, image attachments with
 sendPhoto; paced at most 1 message/s per chat and 30/s per bot, retried with backoff on 429
-(honouring ``retry_after``), 5xx and lost connections; a failure after the retries raises
-`TelegramDeliveryError`, a ChannelError.
+(honouring ``retry_after``), 5xx and connections that could not be made; a failure after the
+retries raises `TelegramDeliveryError`, a ChannelError. The Bot API has no idempotency key, so a
+send whose request left but whose answer never came (a read time-out, a connection lost while
+waiting) is not tried again: it may have been carried out. It raises `TelegramDeliveryInDoubt`
+(``maybe_delivered``), as does a failure after a long text's first parts were sent; the
+outbound senders list such a reply for staff instead of sending it twice (bot.outbound).
 """
 
 from __future__ import annotations
@@ -94,6 +98,12 @@ class TelegramChannelError(ChannelError):
 
 class TelegramDeliveryError(TelegramChannelError):
     """A message could not be sent, after the retries."""
+
+
+class TelegramDeliveryInDoubt(TelegramDeliveryError):
+    """A message may have been sent, in part or whole: sending it again could show it twice."""
+
+    maybe_delivered = True
 
 
 
@@ -224,11 +234,30 @@ def _retry_after(exc: Exception) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def _maybe_delivered(exc: Exception) -> bool:
+    """Whether the failed request may have been carried out: it left, no answer came back.
+
+    PTB raises NetworkError from the HTTP client's error for a failed transport (no cause: the
+    Bot API answered a 5xx, so nothing was done); only errors before the whole request was
+    written are known not to have reached Telegram.
+    """
+    import httpx
+
+    cause = exc.__cause__
+    if not isinstance(exc, NetworkError) or isinstance(exc, TelegramBadRequest) or cause is None:
+        return False
+    return not isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                          | httpx.WriteError | httpx.WriteTimeout | httpx.ProxyError
+                          | httpx.UnsupportedProtocol)
+
+
 def _transient(exc: Exception) -> bool:
     # NetworkError covers 5xx, timeouts and lost connections; BadRequest (400) is a subclass
-    # but resending the same request cannot help.
+    # but resending the same request cannot help, and a request that may have been carried
+    # out is not sent again.
     return isinstance(exc, RetryAfter) or (
-        isinstance(exc, NetworkError) and not isinstance(exc, TelegramBadRequest))
+        isinstance(exc, NetworkError) and not isinstance(exc, TelegramBadRequest)
+        and not _maybe_delivered(exc))
 
 
 class TelegramOutput:
@@ -251,14 +280,25 @@ class TelegramOutput:
         """
         chat_id = message.conversation.chat_id
         markup = inline_keyboard(message.buttons)
-        if message.text or markup is not None:
-            parts = split_text(message.text or "…")
-            for number, part in enumerate(parts, start=1):
-                keys = markup if number == len(parts) else None  # the keyboard goes last
-                await self._call(chat_id, "sendMessage", functools.partial(
-                    self._bot.send_message, _chat(chat_id), part, reply_markup=keys))
-        for attachment in message.attachments:
-            await self._send_photo(chat_id, attachment)
+        sent = 0  # parts and attachments sent: after the first, a failure leaves it half sent
+        try:
+            if message.text or markup is not None:
+                parts = split_text(message.text or "…")
+                for number, part in enumerate(parts, start=1):
+                    keys = markup if number == len(parts) else None  # the keyboard goes last
+                    await self._call(chat_id, "sendMessage", functools.partial(
+                        self._bot.send_message, _chat(chat_id), part, reply_markup=keys))
+                    sent += 1
+            for attachment in message.attachments:
+                await self._send_photo(chat_id, attachment)
+                sent += 1
+        except TelegramDeliveryInDoubt:
+            raise
+        except TelegramDeliveryError as exc:
+            if sent:
+                raise TelegramDeliveryInDoubt(
+                    f"{exc} (after {sent} part(s) of the message were sent)") from exc
+            raise
 
     async def _send_photo(self, chat_id: str, attachment: Attachment) -> None:
         try:
@@ -284,8 +324,8 @@ class TelegramOutput:
             await retrying(attempt, policy=self._policy, transient=_transient,
                            retry_after=_retry_after)
         except TelegramError as exc:
-            raise TelegramDeliveryError(
-                f"{method} to {CHANNEL}:{chat_id} failed: {exc}") from exc
+            error = TelegramDeliveryInDoubt if _maybe_delivered(exc) else TelegramDeliveryError
+            raise error(f"{method} to {CHANNEL}:{chat_id} failed: {exc}") from exc
 
 
 def _parse_update(data: dict[str, Any], bot: Bot) -> Update:
@@ -330,13 +370,16 @@ class TelegramChannel:
         limiter: outbound pacing; default 30 messages/s per bot and 1/s per chat.
         max_body: the largest webhook body accepted, in bytes.
         poll_timeout: the long-polling timeout of getUpdates, in seconds.
+        send_timeout: how long a call waits for the Bot API's answer, in seconds; a send that
+            gets none may have been carried out (`TelegramDeliveryInDoubt`).
     """
 
     name = CHANNEL
 
     def __init__(self, config: TelegramConfig, on_message: OnMessage, *, files: EvidenceFiles,
                  policy: RetryPolicy | None = None, limiter: RateLimiter | None = None,
-                 max_body: int = DEFAULT_MAX_BODY, poll_timeout: int = 25) -> None:
+                 max_body: int = DEFAULT_MAX_BODY, poll_timeout: int = 25,
+                 send_timeout: float = 5.0) -> None:
         self.config = config
         self._on_message = on_message
         self._files = files
@@ -345,7 +388,7 @@ class TelegramChannel:
         self.poll_timeout = poll_timeout
         # Owned here, so close() shuts them even when start-up failed half-way (PTB's shutdown
         # does nothing for an application that never finished initialising).
-        self._requests = (HTTPXRequest(connection_pool_size=64),
+        self._requests = (HTTPXRequest(connection_pool_size=64, read_timeout=send_timeout),
                           HTTPXRequest(read_timeout=float(poll_timeout) + 10.0))
         builder = (ApplicationBuilder().token(config.token)
                    .base_url(f"{config.api_base}/bot")

@@ -4,7 +4,8 @@ Routes (mounted by the wiring, under ``/api/webchat`` by default):
 
 - ``POST {prefix}/{conversation_id}/messages`` with ``{"text", "message_id"?, "attachments"?}``
   hands the message to the OnMessage callback and answers with its replies and the
-  conversation's open ticket: ``{"replies": [{"text", "buttons"}], "ticket_id"}``.
+  conversation's open ticket: ``{"replies": [{"text", "buttons"}], "ticket_id"}`` (from the
+  callback's answer when it says, `KnownTicket`, else asked of the ticket store).
 - ``GET {prefix}/{conversation_id}/messages?after=SEQ`` lists what the customer was sent after
   ``SEQ`` (bot replies, agent replies, updates), in order, from the durable outbox.
 - ``GET {prefix}/{conversation_id}/ws`` pushes the same messages live; the client may send
@@ -33,7 +34,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -122,6 +123,27 @@ class MessageLog(Protocol):
                     limit: int = 200) -> Sequence[LoggedMessage]:
         """The messages with seq > `after`, in order."""
         ...
+
+
+@runtime_checkable
+class BatchMessageLog(Protocol):
+    """An outbox that stores a turn's messages in one transaction (handoff.tickets.Outbox)."""
+
+    async def append_many(self, channel: str, chat_id: str, *, author: str,
+                          texts: Sequence[str], buttons: Sequence[Sequence[str]],
+                          dedup_keys: Sequence[str], now: datetime | None = None
+                          ) -> Sequence[LoggedMessage]:
+        """Store the messages in order, each once per dedup key, all or none."""
+        ...
+
+
+@runtime_checkable
+class KnownTicket(Protocol):
+    """The callback's replies when they also say the conversation's open ticket
+    (bot.dispatcher.Handled): the answer then needs no ticket lookup."""
+
+    ticket_id: str | None
+    ticket_known: bool
 
 
 class FileStore(Protocol):
@@ -235,6 +257,30 @@ class WebChatOutput:
         """Store the message unless one with the same key is stored (a re-send after a crash)."""
         await self.post(message.conversation.chat_id, author=message.author.value,
                         text=message.text, buttons=message.buttons, dedup_key=key)
+
+    async def send_batch_once(self, messages: Sequence[OutgoingMessage],
+                              keys: Sequence[str]) -> None:
+        """Store the messages of one conversation and author by key, in one transaction when
+        the outbox can; then wake the listeners once."""
+        if not messages:
+            return
+        first = messages[0]
+        chat_id = first.conversation.chat_id
+        if any(m.conversation != first.conversation or m.author is not first.author
+               for m in messages) or len(keys) != len(messages):
+            raise ValueError("a batch is one conversation's messages of one author, each keyed")
+        if not isinstance(self._log, BatchMessageLog):
+            for message, key in zip(messages, keys, strict=True):
+                await self.send_once(message, key)
+            return
+        try:
+            await self._log.append_many(CHANNEL, chat_id, author=first.author.value,
+                                        texts=[m.text for m in messages],
+                                        buttons=[m.buttons for m in messages], dedup_keys=keys)
+        except HandoffError as exc:
+            raise DeliveryFailed(f"cannot store the messages for {CHANNEL}:{chat_id}: {exc}"
+                                 ) from exc
+        await self._fanout.publish(first.conversation.key)
 
     async def post(self, chat_id: str, *, author: str, text: str, buttons: Sequence[str] = (),
                    dedup_key: str | None = None) -> LoggedMessage:
@@ -352,13 +398,16 @@ class WebChat:
         incoming = IncomingMessage(conversation=conversation, text=post.text,
                                    message_id=post.message_id, attachments=attachments)
         replies = await self._on_message(incoming)
+        known = replies if isinstance(replies, KnownTicket) and replies.ticket_known else None
         return await self._answer(conversation, [{"text": r.text, "buttons": list(r.buttons)}
-                                                 for r in replies])
+                                                 for r in replies], known)
 
-    async def _answer(self, conversation: ConversationRef,
-                      replies: list[dict[str, Any]]) -> web.Response:
+    async def _answer(self, conversation: ConversationRef, replies: list[dict[str, Any]],
+                      known: KnownTicket | None = None) -> web.Response:
         ticket_id = None
-        if self._tickets is not None:
+        if known is not None:
+            ticket_id = known.ticket_id
+        elif self._tickets is not None:
             ticket_id = await self._tickets.open_ticket_id(conversation.channel,
                                                            conversation.chat_id)
         return web.json_response({"replies": replies, "ticket_id": ticket_id})

@@ -19,9 +19,20 @@ always take the API.
 Texts longer than WeChat takes are sent in parts (`split_text`). Buttons become numbered lines
 (``回复 1 选择「确认」``); the customer's next message, if it is one of those numbers, is handed on
 as the button's text. WeChat retries a message three times when it gets no answer in 5 s: a retry
-of a MsgId still being handled (or handled in the last `RETRY_WINDOW` seconds) waits for and gets
-the same answer; later ones are de-duplicated by the dispatcher. The in-flight table and the
-button choices live in this process.
+of a MsgId still being handled (or handled in the last `RETRY_WINDOW` seconds) gets the same
+answer; later ones are de-duplicated by the dispatcher. What a retry or a number needs is kept in
+a `channels.wechat_state.WeChatState`: in this process, or in Redis (`RedisWeChatState`, with
+REDIS_URL) so that any process behind a load balancer can take them:
+
+- the first process to get a MsgId claims it; the passive reply's text (or ``success``) is
+  recorded as soon as it is given. A retry in the same process joins the message's task; in
+  another process it is answered with the recorded answer, or, while the claim is pending, the
+  message is handed to the dispatcher again (which answers a handled message from its record
+  under the conversation's lock, and handles it if the first process died before its commit)
+  while the recorded answer is watched for.
+- the buttons shown are stored with a token when sent; handling the customer's next message
+  reads them and, once handled, drops them unless newer ones were shown meanwhile (a message
+  handled again after a crash still finds them).
 
 Authentication: the signature, and a timestamp within `MAX_CLOCK_SKEW` of now (in plain mode the
 signature does not cover the body). Safe mode (``WECHAT_AES_KEY``): only messages with
@@ -41,7 +52,6 @@ import logging
 import secrets
 import time
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +65,12 @@ from channels.messages import Attachment, ConversationRef, IncomingMessage, Outg
 from channels.ratelimit import RetryPolicy, retrying
 from channels.webchat import FileStore
 from channels.wechat_crypto import MessageCrypto, WeChatCryptoError, check_signature
+from channels.wechat_state import (
+    ANSWER_TTL,
+    InMemoryWeChatState,
+    WeChatState,
+    WeChatStateError,
+)
 from handoff.errors import EvidenceError, EvidenceTooLarge
 
 log = logging.getLogger(__name__)
@@ -64,9 +80,10 @@ DEFAULT_API_BASE = "https://api.weixin.qq.com"
 DEFAULT_PATH = "/wechat"
 DEFAULT_REPLY_TIMEOUT = 4.5  # WeChat gives up after 5 s
 DEFAULT_MAX_BODY = 64 * 1024  # WeChat's messages are a few hundred bytes
-RETRY_WINDOW = 60.0  # WeChat retries three times within about 15 s
+RETRY_WINDOW = ANSWER_TTL.total_seconds()  # WeChat retries three times within about 15 s
 TOKEN_MARGIN = 300.0  # refresh the access token this long before it expires
-MAX_CHOICES = 10_000  # conversations whose last buttons are remembered
+# How often a retry that another process is handling looks for the answer that process gave.
+ANSWER_POLL = 0.1
 MAX_TEXT_BYTES = 2_000  # WeChat takes at most 2,048 bytes of text per message
 # A signed query older (or newer) than this is refused: in plain mode the signature does not
 # cover the body, so a captured query string must not be reusable for long.
@@ -441,8 +458,9 @@ class WeChatApi:
 class _Passive:
     """The passive reply of one callback request: filled by the first reply sent in time."""
 
-    def __init__(self, conversation: ConversationRef) -> None:
+    def __init__(self, conversation: ConversationRef, msg_id: str) -> None:
         self.conversation = conversation
+        self.msg_id = msg_id
         self.filled: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.responded = asyncio.Event()
@@ -479,10 +497,21 @@ class WeChatOutput:
 
     async def send(self, message: OutgoingMessage) -> None:
         """Deliver one message; WeChatApiError when the customer-service API refuses it."""
+        if message.buttons:  # before it is shown: the customer may answer at once
+            await self._channel.state.show_choices(message.conversation.key, message.buttons)
         parts = split_text(self._channel.render(message))
         passive = _PASSIVE.get()
         if passive is not None:
             if passive.offer(message, parts[0]):
+                # Recorded before the dispatcher counts it sent and frees the conversation,
+                # so a retry that finds the message handled finds this answer too. The reply
+                # is given either way: failing here would have it counted unsent and repeated.
+                try:
+                    await self._channel.state.answered(message.conversation.key,
+                                                       passive.msg_id, parts[0])
+                except WeChatStateError as exc:
+                    log.warning("wechat: the answer to %s was not recorded: %s",
+                                passive.msg_id, exc)
                 parts = parts[1:]
             if parts and not passive.responded.is_set():
                 # Keep the order: the passive reply leaves before the rest goes by the API.
@@ -505,12 +534,14 @@ class WeChat:
         config: from `WeChatConfig.from_env`.
         on_message: the wiring's callback (dispatcher): handles a message, returns its replies.
         files: where photos are stored as evidence (handoff.evidence.EvidenceStore).
+        state: the answers and choices (`RedisWeChatState` when several processes serve the
+            account); in this process by default. Closed with the channel.
     """
 
     name = CHANNEL
 
     def __init__(self, config: WeChatConfig, on_message: OnMessage, *,
-                 files: FileStore) -> None:
+                 files: FileStore, state: WeChatState | None = None) -> None:
         self.config = config
         self._on_message = on_message
         self._files = files
@@ -519,8 +550,8 @@ class WeChat:
         self._output = WeChatOutput(self)
         self._session: aiohttp.ClientSession | None = None
         self._api: WeChatApi | None = None
+        self.state: WeChatState = state if state is not None else InMemoryWeChatState()
         self._in_flight: dict[str, _InFlight] = {}
-        self._choices: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -560,18 +591,13 @@ class WeChat:
             await self._session.close()
             self._session = None
             self._api = None
+        await self.state.close()
 
     # ---- rendering and choices -------------------------------------------------------------
 
     def render(self, message: OutgoingMessage) -> str:
-        """The text WeChat shows: buttons as numbered lines, remembered for the answer."""
+        """The text WeChat shows: buttons as numbered lines (the output remembers them)."""
         text = numbered_text(message.text, message.buttons)
-        if message.buttons:
-            chat_id = message.conversation.chat_id
-            self._choices[chat_id] = message.buttons
-            self._choices.move_to_end(chat_id)
-            while len(self._choices) > MAX_CHOICES:
-                self._choices.popitem(last=False)
         if message.attachments:
             # The API would need a media upload per file; name them so nothing goes unsaid.
             log.warning("wechat: %d attachment(s) sent as names only", len(message.attachments))
@@ -623,13 +649,7 @@ class WeChat:
         if message.msg_type not in ("text", "image"):
             log.info("wechat: %s message acknowledged, not handled", message.msg_type)
             return _success()
-        key = f"{message.from_user}:{message.msg_id}"
-        flight = self._in_flight.get(key)
-        if flight is None:
-            flight = self._begin(key, message)
-        else:
-            log.info("wechat: message %s delivered again while known; answered alike", key)
-        content = await self._wait(flight)
+        content = await self._answer(message)
         if content is None:
             return _success()
         reply = text_reply_xml(message.from_user, message.to_user, content,
@@ -643,13 +663,38 @@ class WeChat:
         response = web.StreamResponse(headers={"Content-Type": "application/xml; charset=utf-8"})
         body = reply.encode()
         response.content_length = len(body)
+        flight = self._in_flight.get(_flight_key(message))
         try:
             await response.prepare(request)
             await response.write(body)
             await response.write_eof()
         finally:
-            flight.passive.responded.set()
+            if flight is not None:
+                flight.passive.responded.set()
         return response
+
+    async def _answer(self, message: WeChatMessage) -> str | None:
+        """The passive reply's text for a text or image message, None for ``success``."""
+        key = _flight_key(message)
+        conversation = ConversationRef(CHANNEL, message.from_user).key
+        flight = self._in_flight.get(key)
+        if flight is not None:
+            log.info("wechat: message %s delivered again while known; answered alike", key)
+            return await self._wait(flight)
+        if await self.state.claim(conversation, message.msg_id):
+            content = await self._wait(self._begin(key, message))
+            if content is None:
+                await self.state.answered(conversation, message.msg_id, None)
+            return content
+        known = await self.state.answer(conversation, message.msg_id)
+        if known is not None and not known.pending:
+            log.info("wechat: message %s delivered again, answered elsewhere; answered alike",
+                     key)
+            return known.text
+        # Another process is handling it (or died doing so): the dispatcher answers it from
+        # its record once that one is done, or handles it if it never committed.
+        log.info("wechat: message %s delivered again while another process handles it", key)
+        return await self._wait(self._begin(key, message, claimed=False), watch=True)
 
     def _decrypt(self, fields: dict[str, str], timestamp: str, nonce: str,
                  msg_signature: str) -> dict[str, str]:
@@ -669,8 +714,8 @@ class WeChat:
     async def _read(self, request: web.Request) -> bytes:
         return await read_body(request, self.config.max_body, PayloadTooLarge)
 
-    def _begin(self, key: str, message: WeChatMessage) -> _InFlight:
-        passive = _Passive(ConversationRef(CHANNEL, message.from_user))
+    def _begin(self, key: str, message: WeChatMessage, *, claimed: bool = True) -> _InFlight:
+        passive = _Passive(ConversationRef(CHANNEL, message.from_user), message.msg_id)
         context = contextvars.copy_context()
         context.run(_PASSIVE.set, passive)
         task = asyncio.create_task(self._handle(message), context=context)
@@ -685,8 +730,14 @@ class WeChat:
                 return
             error = done.exception()
             if error is not None:
-                # Forget it, so WeChat's retry handles the message again.
+                # Forget it, so WeChat's retry handles the message again, in any process
+                # (the claim is another process's when this was a retry of its message).
                 self._in_flight.pop(key, None)
+                if claimed:
+                    forget = asyncio.create_task(self.state.forget(passive.conversation.key,
+                                                                   message.msg_id))
+                    self._tasks.add(forget)
+                    forget.add_done_callback(self._tasks.discard)
                 if passive.closed or passive.filled.done():  # no request will report it
                     log.error("wechat: message %s failed after the HTTP answer: %s: %s",
                               key, type(error).__name__, error)
@@ -697,35 +748,54 @@ class WeChat:
         task.add_done_callback(finished)
         return flight
 
-    async def _wait(self, flight: _InFlight) -> str | None:
-        """The passive reply's text, or None to answer ``success``; the handling's error."""
+    async def _wait(self, flight: _InFlight, *, watch: bool = False) -> str | None:
+        """The passive reply's text, or None to answer ``success``; the handling's error.
+
+        A message another process handles (or handled) is answered as that process answered
+        it: with `watch` (a retry of a message claimed elsewhere) that answer is looked for
+        while waiting, and in any case once more when no reply of ours came.
+        """
         passive, task = flight.passive, flight.task
+        conversation = passive.conversation.key
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.reply_timeout
         either: set[asyncio.Future[Any]] = {passive.filled, task}
-        await asyncio.wait(either, timeout=self.config.reply_timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if passive.filled.done():
-            return passive.filled.result()
+        while True:
+            left = max(deadline - loop.time(), 0.0)
+            await asyncio.wait(either, timeout=min(left, ANSWER_POLL) if watch else left,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if passive.filled.done():
+                return passive.filled.result()
+            if watch:
+                known = await self.state.answer(conversation, passive.msg_id)
+                if known is not None and not known.pending:
+                    passive.close()
+                    return known.text
+            if task.done() or loop.time() >= deadline:
+                break
+        passive.close()  # too late: what comes goes by the customer-service API
         if task.done():
-            passive.close()
             error = task.exception()
             if error is not None:
                 raise error
-            return None
-        passive.close()  # too late: what comes goes by the customer-service API
-        return None
+        known = await self.state.answer(conversation, passive.msg_id)
+        return known.text if known is not None else None
 
     async def _handle(self, message: WeChatMessage) -> list[OutgoingMessage]:
         conversation = ConversationRef(CHANNEL, message.from_user)
         attachments: tuple[Attachment, ...] = ()
         text = message.content
-        choices = self._choices.pop(message.from_user, ())
+        choices = await self.state.choices(conversation.key)
         if message.msg_type == "image":
             attachments = (await self._fetch_image(message),)
-        elif choices:
-            text = chosen_button(text, choices) or text
-        return await self._on_message(IncomingMessage(
+        elif choices is not None:
+            text = chosen_button(text, choices.buttons) or text
+        replies = await self._on_message(IncomingMessage(
             conversation=conversation, text=text, message_id=message.msg_id,
             attachments=attachments))
+        if choices is not None:  # answered (or passed over): the list is used up
+            await self.state.consume(conversation.key, choices)
+        return replies
 
     async def _fetch_image(self, message: WeChatMessage) -> Attachment:
         limit = self._files.max_bytes
@@ -743,6 +813,10 @@ class WeChat:
             raise WeChatApiError(f"cannot store the photo: {exc}") from exc
         return Attachment(filename=ref.filename, content_type=ref.content_type,
                           sha256=ref.sha256, size=ref.size)
+
+
+def _flight_key(message: WeChatMessage) -> str:
+    return f"{message.from_user}:{message.msg_id}"
 
 
 def _transient(exc: Exception) -> bool:

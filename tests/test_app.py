@@ -230,6 +230,55 @@ async def test_a_complaint_end_to_end_on_postgres_and_redis(
         await redis.aclose()
 
 
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_connections_the_database_dropped_cost_one_resend_at_most(
+        tmp_path: Path, analyzer: Analyzer, searcher: Searcher, postgres_database: str,
+        aiohttp_client: AiohttpClient) -> None:
+    """The ticket store's pool does not ping each connection before use (three round trips on
+    asyncpg): a connection the server dropped fails once, and the pool replaces them all."""
+    import asyncpg
+
+    from bot.app import PG_POOL_SIZE
+
+    prefix = f"intakebot-test-{uuid.uuid4().hex[:12]}:"
+    settings = settings_for(tmp_path, DATABASE_URL=postgres_database,
+                            REDIS_URL="redis://127.0.0.1:6379/0")
+    client = await aiohttp_client(create_app(settings, analyzer=analyzer, searcher=searcher,
+                                             redis_prefix=prefix))
+    pool = client.app[TICKETS].engine.pool
+    assert not pool._pre_ping and pool.size() == PG_POOL_SIZE
+    url = "/api/webchat/pg-drop/messages"
+    for turn in range(3):  # several pooled connections in use
+        assert (await client.post(url, json={"text": "我的快递一直没到",
+                                             "message_id": f"m{turn}"})).status == 200
+    database = postgres_database.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(postgres_database.rsplit("/", 1)[0] + "/test")
+    try:
+        dropped = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+    finally:
+        await admin.close()
+    assert dropped >= 1
+    statuses = []
+    for _attempt in range(3):  # the client resends with the same message id after a 503
+        response = await client.post(url, json={"text": "订单号 SF1234567890",
+                                                "message_id": "after-drop"})
+        statuses.append(response.status)
+        if response.status == 200:
+            break
+    assert statuses in ([200], [503, 200]), statuses
+    assert (await client.get("/healthz")).status == 200
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
+
 # ---- `intakebot serve` ----------------------------------------------------------------------
 
 

@@ -32,6 +32,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from bot.keys import Keys
+
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -261,7 +263,7 @@ async def check(http: aiohttp.ClientSession, server: Server, load: Load, redis_u
     conn = await asyncpg.connect(database)
     try:
         for customer in load.customers:
-            raw = await redis.get(f"{prefix}session:webchat:{customer.chat_id}")
+            raw = await redis.get(Keys(prefix).session(f"webchat:{customer.chat_id}"))
             assert raw is not None, customer.chat_id
             said = [line["text"] for line in json.loads(raw)["transcript"]
                     if line["author"] == "customer"]
@@ -385,3 +387,65 @@ async def test_a_postgresql_restart_under_load_loses_and_doubles_nothing(
         server.stop()
         await drop_keys(SHARED_REDIS, prefix)
     assert sum(c.retries for c in customers) > 0, "the restart hit no request"
+
+
+@pytest.mark.slow  # the take-over waits the 30 s idle time
+async def test_kill_9_during_a_telegram_send_sends_no_reply_twice(
+        tmp_path: Path, server_data: Path, database: str) -> None:
+    """The server dies while the Bot API carries out its sendMessage (the message is sent, the
+    answer never reaches the server): the server taking over does not send it again but lists
+    it as a dead letter in doubt, and sends the message's other replies once."""
+    from bot.session import Delivery, dedup_key
+    from channels.messages import ConversationRef
+    from channels.telegram import SECRET_HEADER, TelegramConfig
+    from tests.channels.fake_telegram import FakeTelegram
+
+    token, secret, chat = "123456:CRASH-token", "crash-secret", 8801
+    prefix = f"intakebot-crash-{uuid.uuid4().hex[:10]}:"
+    keys = Keys(prefix)
+    redis = Redis.from_url(SHARED_REDIS)
+    async with FakeTelegram(token) as fake:
+        env = {**server_env(server_data, database, SHARED_REDIS, prefix),
+               "TELEGRAM_BOT_TOKEN": token, "TELEGRAM_WEBHOOK_SECRET": secret,
+               "TELEGRAM_API_BASE": fake.url}
+        config = TelegramConfig.from_env(env)
+        assert config is not None
+        a, b = Server(env, tmp_path / "a.log"), Server(env, tmp_path / "b.log")
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+                a.start()
+                await a.ready(http)
+                fake.stall("sendMessage", 20.0)  # carried out, answered after the kill
+                update = fake.text_update(chat, "我的快递一直没到，已经一个星期了")
+                async with http.post(a.base + config.webhook_path, json=update,
+                                     headers={SECRET_HEADER: secret}) as response:
+                    assert response.status == 200, await response.text()
+                await asyncio.wait_for(fake.stalled.wait(), 60)
+                a.kill()  # between Telegram sending the reply and the server counting it
+                assert len(fake.sent_to(chat)) == 1
+                b.start()
+                await b.ready(http)
+                key = keys.dedup(dedup_key(ConversationRef("telegram", str(chat)),
+                                           str(update["message"]["message_id"])))
+
+                async def delivery() -> Delivery:
+                    raw = await redis.get(key)
+                    assert raw is not None
+                    return Delivery.loads(raw)
+
+                deadline = time.monotonic() + FINISH_TIMEOUT
+                while not (await delivery()).complete:
+                    assert time.monotonic() < deadline, "the replies were never sent"
+                    await asyncio.sleep(0.5)
+                replies = [r.text for r in (await delivery()).replies]
+                await asyncio.sleep(1.0)  # nothing more comes
+                assert [m["text"] for m in fake.sent_to(chat)] == replies  # each once
+                assert len(fake.called("sendMessage")) == len(replies)
+                dead: Any = await redis.xrange(keys.outbound_dead)
+                [(_, letter)] = dead
+                assert letter[b"reply"] == b"0" and letter[b"error"].startswith(b"in doubt")
+        finally:
+            a.stop()
+            b.stop()
+            await redis.aclose()
+            await drop_keys(SHARED_REDIS, prefix)

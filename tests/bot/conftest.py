@@ -38,6 +38,7 @@ from channels.messages import (
     OutgoingMessage,
 )
 from handoff.intake import EvidenceRef, Receipt, TicketDraft, TranscriptLine
+from knowledge_base.retrieval import Searcher
 from knowledge_base.service import KnowledgeBase, KnowledgeBaseConfig
 from nlp.analyzer import Analyzer
 from nlp.labels import Lang
@@ -167,12 +168,13 @@ def desk() -> RecordingDesk:
 
 
 @pytest.fixture
-async def kb(tmp_path: Path) -> AsyncIterator[KnowledgeBase]:
-    """The real knowledge base on a fresh SQLite file, seeded from data/kb/seed.yaml (lexical
-    ranking only, so no embedding model is loaded)."""
+async def kb(tmp_path: Path, e5_searcher: Searcher) -> AsyncIterator[KnowledgeBase]:
+    """The real knowledge base on a fresh SQLite file, seeded from data/kb/seed.yaml, ranked as
+    shipped (the session's E5 searcher, whose seed vectors are already computed)."""
     opened = await KnowledgeBase.open(KnowledgeBaseConfig(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}", dense=False))
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'kb.db'}"), searcher=e5_searcher)
     await opened.ensure_seed()
+    await opened.ready()
     yield opened
     await opened.close()
 

@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import pytest
 
-from bot.dispatcher import Dispatcher, UndeliveredReply
+from bot.dispatcher import BatchOutput, Dispatcher, Handled, UndeliveredReply
 from bot.keys import Keys
 from bot.outbound import RedisOutbound, reply_key
 from bot.session import (
     Delivery,
     InMemoryDeduplicator,
     Line,
+    Question,
     RedisDeduplicator,
     RedisLockStore,
     Session,
     SessionError,
+    State,
     dedup_key,
 )
 from channels.base import ChannelError, OnMessage, OutputChannel
@@ -234,6 +236,106 @@ async def test_a_resend_after_a_lost_sent_count_is_stored_once() -> None:
     assert channel.sent == {reply_key(key, i): r for i, r in enumerate(replies)}  # … kept once
 
 
+
+@dataclass
+class BatchChannel(KeyedChannel):
+    """A BatchOutput like the web chat's: a turn's replies stored by key in one step, all or
+    none; `fail_batches` makes that many batches fail first."""
+
+    batches: list[list[str]] = field(default_factory=list)
+    fail_batches: int = 0
+
+    async def send_batch_once(self, messages: Sequence[OutgoingMessage],
+                              keys: Sequence[str]) -> None:
+        if self.fail_batches:
+            self.fail_batches -= 1
+            raise ChannelError("the outbox database failed")
+        self.batches.append(list(keys))
+        for message, key in zip(messages, keys, strict=True):
+            self.sent.setdefault(key, message)
+
+
+async def test_a_turns_replies_go_to_a_batch_output_in_one_call(stores: Stores) -> None:
+    engine, channel = SlowEngine(replies_per_message=3), BatchChannel()
+    assert isinstance(channel, BatchOutput)
+    dispatcher = make(stores, engine, channel)
+    replies = await dispatcher(message("hello", "id-1"))
+    key = dedup_key(CONVERSATION, "id-1")
+    assert channel.batches == [[reply_key(key, i) for i in range(3)]]
+    assert channel.calls == 0  # not one by one
+    assert channel.sent == {reply_key(key, i): r for i, r in enumerate(replies)}
+    record = await stores.dedup.find(key)
+    assert record is not None and record.complete
+
+
+async def test_a_failed_batch_counts_none_sent_and_the_redelivery_stores_it_once(
+        stores: Stores) -> None:
+    engine, channel = SlowEngine(replies_per_message=2), BatchChannel(fail_batches=1)
+    dispatcher = make(stores, engine, channel)
+    with pytest.raises(UndeliveredReply, match="reply 1 of 2"):
+        await dispatcher(message("hello", "id-1"))
+    key = dedup_key(CONVERSATION, "id-1")
+    record = await stores.dedup.find(key)
+    assert record is not None and record.sent == 0 and channel.sent == {}
+    replies = await dispatcher(message("hello", "id-1"))  # the channel retries
+    assert engine.calls == ["hello"]
+    assert channel.batches == [[reply_key(key, 0), reply_key(key, 1)]]
+    assert list(channel.sent.values()) == list(replies)
+
+
+async def test_a_single_reply_is_sent_by_key_without_a_batch(stores: Stores) -> None:
+    channel = BatchChannel()
+    await make(stores, SlowEngine(), channel)(message("hello", "id-1"))
+    assert channel.batches == [] and channel.calls == 1
+
+
+# ---- the open ticket in the answer ----------------------------------------------------------
+
+
+@dataclass
+class TicketEngine:
+    """Registers a ticket on "confirm", lets it go on "cancel", asks a question on "ask"."""
+
+    async def handle(self, message: IncomingMessage, session: Session | None
+                     ) -> tuple[Session, list[OutgoingMessage]]:
+        s = session or Session.new(message.conversation, message.received_at)
+        if message.text == "confirm":
+            s = replace(s, state=State.REGISTERED, ticket_id="t-1", ticket_number="TS1")
+        elif message.text == "cancel":
+            s = s.restarted()
+        elif message.text == "ask":
+            s = replace(s, question=Question("confirm", "t-1", "TS1"))
+        elif message.text == "answer":
+            s = replace(s, question=None)
+        return replace(s, revision=s.revision + 1), [OutgoingMessage(message.conversation, "ok")]
+
+
+async def test_the_answer_says_the_open_ticket_when_the_session_can_vouch_for_it(
+        stores: Stores) -> None:
+    dispatcher = make(stores, TicketEngine(), RecordingChannel())  # type: ignore[arg-type]
+
+    async def say(text: str) -> Handled:
+        return await dispatcher(message(text, f"id-{text}"))
+
+    first = await say("hello")
+    assert not first.ticket_known  # no session before: it may have expired with a ticket open
+    later = await say("story")
+    assert later.ticket_known and later.ticket_id is None
+    registered = await say("confirm")
+    assert registered.ticket_known and registered.ticket_id == "t-1"
+    asked = await say("ask")
+    assert not asked.ticket_known  # a question pending: its ticket may be closed meanwhile
+    answered = await say("answer")
+    assert not answered.ticket_known  # the ticket was not checked during this turn
+    cancelled = await say("cancel")
+    assert cancelled.ticket_known and cancelled.ticket_id is None
+    again = await say("cancel")
+    assert list(again) == list(cancelled) and not again.ticket_known  # a redelivery
+    staff = await dispatcher(IncomingMessage(CONVERSATION, "confirm", "id-agent",
+                                             author=Author.AGENT))
+    assert not staff.ticket_known  # only a customer's turn checks the ticket
+
+
 @pytest.mark.redis
 async def test_a_message_whose_handler_died_is_handled_after_the_lease(
         stores: Stores, redis_client: Redis, redis_keys: Keys) -> None:
@@ -299,11 +401,12 @@ async def test_a_queued_channel_gets_its_replies_from_the_outbound_stream(
     replies = await dispatcher(message("hello", "id-1"))
     assert [r.text for r in replies] == ["re hello #0", "re hello #1"]
     assert channel.sent == []  # accepted for sending: on the stream, not sent inline
-    assert await redis_client.xlen(redis_keys.outbound) == 1
+    assert await redis_client.xlen(redis_keys.outbound_of(CONVERSATION.key)) == 1
     assert await outbound.run_once() == 1
     assert channel.sent == replies
-    assert await redis_client.xlen(redis_keys.outbound) == 0  # acknowledged and deleted
+    stream = redis_keys.outbound_of(CONVERSATION.key)
+    assert await redis_client.xlen(stream) == 0  # acknowledged and deleted
     assert await dispatcher(message("hello", "id-1")) == replies  # redelivered: not requeued
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await redis_client.xlen(stream) == 0
     record = await stores.dedup.find(dedup_key(CONVERSATION, "id-1"))
     assert record is not None and record.complete

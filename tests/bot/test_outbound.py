@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -57,6 +58,11 @@ async def queue_message(dedup: RedisDeduplicator, chat: str, message_id: str,
     return key
 
 
+async def queued(redis: Redis, keys: Keys) -> int:
+    """Entries on every shard's outbound stream."""
+    return sum([await redis.xlen(stream) for stream in keys.outbound_streams])
+
+
 def consumer(redis: Redis, keys: Keys, gateway: Gateway, *,
              min_idle: float = 30.0, max_attempts: int = 8) -> RedisOutbound:
     return RedisOutbound(redis, RedisDeduplicator(redis, keys=keys), {gateway.name: gateway},
@@ -85,7 +91,7 @@ async def test_a_crashed_consumers_entry_is_taken_over_and_sent_once(
     assert await second.run_once(block=False) == 1
     assert [m.text for _, m in gateway.sent] == ["one", "two", "three"]  # resumed, none twice
     assert [k for k, _ in gateway.sent] == [reply_key(key, i) for i in range(3)]
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await queued(redis_client, redis_keys) == 0
     record = await dedup.find(key)
     assert record is not None and record.complete
 
@@ -110,7 +116,7 @@ async def test_two_consumers_send_each_entry_once(redis_client: Redis,
     texts_in_order = [m.text for _, m in gateway.sent]
     for i in range(40):
         assert texts_in_order.index(f"reply {i} a") < texts_in_order.index(f"reply {i} b")
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await queued(redis_client, redis_keys) == 0
 
 
 async def test_a_failed_send_is_retried_after_the_idle_time(redis_client: Redis,
@@ -121,11 +127,11 @@ async def test_a_failed_send_is_retried_after_the_idle_time(redis_client: Redis,
     sender = consumer(redis_client, redis_keys, gateway, min_idle=0.2)
     await sender.ensure_group()
     assert await sender.run_once(block=False) == 1
-    assert gateway.sent == [] and await redis_client.xlen(redis_keys.outbound) == 1
+    assert gateway.sent == [] and await queued(redis_client, redis_keys) == 1
     await asyncio.sleep(0.3)
     assert await sender.run_once(block=False) == 1
     assert [m.text for _, m in gateway.sent] == ["hello"]
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await queued(redis_client, redis_keys) == 0
     assert await sender.dead_letters() == []
 
 
@@ -139,7 +145,7 @@ async def test_a_reply_that_keeps_failing_becomes_a_dead_letter(redis_client: Re
     for _ in range(3):
         await sender.run_once(block=False)
         await asyncio.sleep(0.1)
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await queued(redis_client, redis_keys) == 0
     [letter] = await sender.dead_letters()
     assert letter["dedup"] == key and letter["reply"] == "0" and letter["attempts"] == "3"
     assert "502" in letter["error"]
@@ -155,7 +161,7 @@ async def test_an_entry_whose_record_expired_is_dropped_with_an_error(
     await sender.ensure_group()
     assert await sender.run_once(block=False) == 1
     assert "expired" in caplog.text
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await queued(redis_client, redis_keys) == 0
 
 
 async def test_the_group_is_created_once_and_start_close_run_the_loop(
@@ -181,3 +187,48 @@ async def test_send_reply_needs_an_output() -> None:
     reply = OutgoingMessage(ConversationRef("nowhere", "1"), "hi")
     with pytest.raises(ChannelError, match="no output channel"):
         await send_reply({}, reply, None)
+
+
+async def test_consumers_of_dead_processes_are_removed_once_idle_and_done(
+        redis_client: Redis, redis_keys: Keys) -> None:
+    dedup = RedisDeduplicator(redis_client, keys=redis_keys)
+    stream = redis_keys.outbound_of("telegram:c1")
+
+    async def names() -> set[str]:
+        infos: Any = await redis_client.xinfo_consumers(stream, "senders")
+        return {i["name"].decode() if isinstance(i["name"], bytes) else i["name"] for i in infos}
+
+    dead = consumer(redis_client, redis_keys, Gateway())  # sent an entry, then its process died
+    await dead.ensure_group()
+    await queue_message(dedup, "c1", "m0", "done")
+    assert await dead.run_once(block=False) == 1
+    gateway = Gateway(hang_on={"stuck"})
+    holder = consumer(redis_client, redis_keys, gateway)  # died holding an entry
+    key = await queue_message(dedup, "c1", "m1", "stuck")
+    holding = asyncio.create_task(holder.run_once())
+    await asyncio.wait_for(gateway.started.wait(), 10)
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    assert {dead.consumer, holder.consumer} <= await names()
+
+    live = RedisOutbound(redis_client, dedup, {gateway.name: gateway}, keys=redis_keys,
+                         stale_after=timedelta(seconds=0.3), block=0.05)
+    assert await live.reap() == []  # both seen recently
+    await asyncio.sleep(0.4)
+    # Idle with nothing pending: deleted. The holder stays while its entry is pending.
+    assert await live.reap() == [dead.consumer]
+    assert dead.consumer not in await names() and holder.consumer in await names()
+
+    # Once its entry is taken over (and sent), the holder goes as well; the caller stays.
+    gateway.hang_on.clear()
+    taker = RedisOutbound(redis_client, dedup, {gateway.name: gateway}, keys=redis_keys,
+                          min_idle=timedelta(seconds=0.1), stale_after=timedelta(seconds=0.3))
+    await asyncio.sleep(0.1)
+    assert await taker.run_once(block=False) == 1
+    assert [m.text for _, m in gateway.sent] == ["stuck"]
+    record = await dedup.find(key)
+    assert record is not None and record.complete
+    await asyncio.sleep(0.4)
+    assert holder.consumer in await taker.reap()
+    assert await names() == {taker.consumer}

@@ -271,7 +271,8 @@ async def test_commit_stores_the_session_and_the_record_together(redis_client: R
     assert await dedup.find(key) == delivery()
     assert 6 * 86400 < await redis_client.ttl(redis_keys.session(CONVERSATION.key)) <= 7 * 86400
     assert 3600 < await redis_client.ttl(redis_keys.dedup(key)) <= 86400
-    assert await redis_client.xlen(redis_keys.outbound) == 0  # not queued unless asked
+    # not queued unless asked
+    assert await redis_client.xlen(redis_keys.outbound_of(CONVERSATION.key)) == 0
 
 
 @pytest.mark.redis
@@ -301,7 +302,7 @@ async def test_the_first_commit_of_a_message_wins(redis_client: Redis, redis_key
                                 queue=True)
     assert second == first
     assert await sessions.get(CONVERSATION.key) == full_session(1)
-    assert await redis_client.xlen(redis_keys.outbound) == 0
+    assert await redis_client.xlen(redis_keys.outbound_of(CONVERSATION.key)) == 0
 
 
 @pytest.mark.redis
@@ -310,7 +311,7 @@ async def test_commit_can_queue_the_message_for_the_senders(redis_client: Redis,
     dedup = RedisDeduplicator(redis_client, keys=redis_keys)
     key = dedup_key(CONVERSATION, "m1")
     await dedup.commit(key, delivery(), full_session(1), queue=True)
-    entries: Any = await redis_client.xrange(redis_keys.outbound)
+    entries: Any = await redis_client.xrange(redis_keys.outbound_of(CONVERSATION.key))
     [(_, fields)] = entries
     assert fields == {b"dedup": key.encode()}
 
@@ -328,7 +329,8 @@ async def test_redis_errors_become_session_errors() -> None:
             async with RedisLockStore(client, keys=keys).lock("k"):
                 pass
         with pytest.raises(SessionError):
-            await RedisDeduplicator(client, keys=keys).commit("k", delivery(), full_session())
+            await RedisDeduplicator(client, keys=keys).commit(
+                dedup_key(CONVERSATION, "k"), delivery(), full_session())
     finally:
         await client.aclose()
 

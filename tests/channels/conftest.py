@@ -22,7 +22,6 @@ from aiohttp.test_utils import TestClient
 from bot.app import create_app
 from bot.settings import Settings
 from knowledge_base.retrieval import Searcher
-from knowledge_base.service import make_searcher
 from nlp.analyzer import Analyzer
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -32,9 +31,9 @@ AiohttpClient = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture(scope="session")
-def searcher() -> Searcher:
-    """The shipped ranking without the dense model (its own tests cover that)."""
-    return make_searcher(dense=False)
+def searcher(e5_searcher: Searcher) -> Searcher:
+    """The shipped default ranking (tests/conftest.py)."""
+    return e5_searcher
 
 
 @dataclass

@@ -4,7 +4,8 @@ It answers ``/bot{token}/{method}`` for getMe, getUpdates (long polling, honouri
 sendMessage, sendPhoto, sendDocument, getFile, setWebhook, deleteWebhook and
 answerCallbackQuery, and serves files at ``/file/bot{token}/{path}``. It records what the bot
 sent, queues updates for getUpdates, builds updates for webhook tests, and can be told to fail a
-method a number of times (429 with retry_after, or a 5xx).
+method a number of times (429 with retry_after, or a 5xx), or to stall: carry a call out (the
+message is sent) but keep its answer back, as when the bot's process dies or times out mid-call.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ BOT_USER = {"id": BOT_ID, "is_bot": True, "first_name": "Intake", "username": "i
 
 @dataclass
 class Failure:
-    """Fail a method `times` times with `status` (and retry_after for 429)."""
+    """Fail a method `times` times with `status` (and retry_after for 429), after letting
+    `after` calls through."""
 
     status: int
     times: int
     retry_after: int = 1
+    after: int = 0
 
 
 @dataclass
@@ -52,6 +55,8 @@ class FakeTelegram:
         self.sent: list[dict[str, Any]] = []  # the messages the bot sent, as the API returns them
         self.webhook: dict[str, Any] | None = None
         self.failures: dict[str, list[Failure]] = {}
+        self.stalls: dict[str, list[float]] = {}  # method -> seconds each next call is held
+        self.stalled = asyncio.Event()  # set when a stalled call has been carried out
         self.files: dict[str, tuple[str, bytes]] = {}  # file_id -> (file_path, bytes)
         self.answered: list[str] = []  # callback query ids
         self._updates: list[dict[str, Any]] = []
@@ -78,9 +83,15 @@ class FakeTelegram:
 
     # ---- scripting -----------------------------------------------------------------------
 
-    def fail(self, method: str, status: int, times: int = 1, retry_after: int = 1) -> None:
-        """Answer the next `times` calls of `method` with `status`."""
-        self.failures.setdefault(method, []).append(Failure(status, times, retry_after))
+    def fail(self, method: str, status: int, times: int = 1, retry_after: int = 1,
+             after: int = 0) -> None:
+        """Answer the next `times` calls of `method` with `status` (once `after` went through)."""
+        self.failures.setdefault(method, []).append(Failure(status, times, retry_after, after))
+
+    def stall(self, method: str, seconds: float = 3600.0, times: int = 1) -> None:
+        """Carry out the next `times` calls of `method` but answer each only after `seconds`
+        (0: at once, to stall a later call)."""
+        self.stalls.setdefault(method, []).extend([seconds] * times)
 
     def add_file(self, data: bytes, path: str) -> str:
         """Make a file downloadable; returns its file_id."""
@@ -171,7 +182,9 @@ class FakeTelegram:
         params = await self._params(request)
         self.calls.append(Call(method, params))
         queue = self.failures.get(method)
-        if queue:
+        if queue and queue[0].after:
+            queue[0].after -= 1
+        elif queue:
             failure = queue[0]
             failure.times -= 1
             if failure.times <= 0:
@@ -184,6 +197,12 @@ class FakeTelegram:
         if handler is None:
             return _error(404, "Not Found")
         result = await handler(params)
+        stalls = self.stalls.get(method)
+        if stalls:
+            seconds = stalls.pop(0)
+            if seconds > 0:
+                self.stalled.set()
+                await asyncio.sleep(seconds)
         return web.json_response({"ok": True, "result": result})
 
     async def _getMe(self, params: dict[str, Any]) -> Any:

@@ -235,6 +235,67 @@ async def test_messages_pushed_by_other_parts_reach_the_socket(chat: Chat) -> No
         await ws.close()
 
 
+
+async def test_a_batch_of_replies_is_stored_in_order_once_and_pushed(chat: Chat) -> None:
+    from channels.messages import ConversationRef, OutgoingMessage
+
+    ws = await chat.client.ws_connect(f"/api/webchat/{chat.conversation}/ws")
+    try:
+        output = chat.client.app[WEBCHAT].output
+        conversation = ConversationRef("webchat", chat.conversation)
+        batch = [OutgoingMessage(conversation, text, buttons=buttons)
+                 for text, buttons in (("一", ()), ("二", ("是", "否")), ("三", ()))]
+        keys = [f"k-{n}" for n in range(3)]
+        await output.send_batch_once(batch, keys)
+        await output.send_batch_once(batch[1:], keys[1:])  # a resend after a crash
+        pushed = await _receive(ws, 3)
+        assert [(m["seq"], m["text"], m["buttons"]) for m in pushed] == [
+            (1, "一", []), (2, "二", ["是", "否"]), (3, "三", [])]
+        assert await chat.messages() == pushed
+        with pytest.raises(ValueError, match="one conversation"):
+            await output.send_batch_once(
+                [batch[0], OutgoingMessage(ConversationRef("webchat", "other"), "四")],
+                ["k-4", "k-5"])
+    finally:
+        await ws.close()
+
+
+@dataclass
+class CountingLookup:
+    """A TicketLookup on the real store that counts how often the web chat asks it."""
+
+    store: TicketStore
+    asked: int = 0
+
+    async def open_ticket_id(self, channel: str, chat_id: str) -> str | None:
+        self.asked += 1
+        return await self.store.open_ticket_id(channel, chat_id)
+
+
+async def test_the_answer_asks_for_the_ticket_only_when_the_callback_cannot_say(
+        chat: Chat, aiohttp_client: Callable[..., Any]) -> None:
+    from bot.dispatcher import Handled
+    from channels.messages import IncomingMessage, OutgoingMessage
+    from channels.webchat import WebChat
+
+    store = chat.tickets
+    lookup = CountingLookup(store)
+    answers: list[list[OutgoingMessage]] = []
+
+    async def on_message(message: IncomingMessage) -> list[OutgoingMessage]:
+        return answers.pop(0)
+
+    webchat = WebChat(on_message, store.outbox, files=chat.client.app[EVIDENCE], tickets=lookup)
+    app = web.Application()
+    app.add_routes(webchat.routes())
+    client = await aiohttp_client(app)
+    url = f"/api/webchat/{chat.conversation}/messages"
+    answers += [Handled([], ticket_id="t-1", ticket_known=True), Handled([]), []]
+    for expected, asked in (("t-1", 0), (None, 1), (None, 2)):
+        response = await client.post(url, json={"text": "hi"})
+        assert (await response.json())["ticket_id"] == expected and lookup.asked == asked
+
+
 async def test_a_duplicate_message_id_is_answered_once(chat: Chat) -> None:
     first = await chat.say("我的快递一直没到", message_id="m-1")
     again = await chat.say("我的快递一直没到", message_id="m-1")
