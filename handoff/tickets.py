@@ -145,12 +145,28 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
 
 
+REPORT_SUMS_INDEX = (
+    "ix_tickets_report_sums", "registered_at", "status", "reopen_count", "breaches",
+    "complained_at", "first_responded_at", "resolved_at", "previous_customer_ticket_at",
+    "previous_order_ticket_at", "next_customer_ticket_at")
+# (name, column, "registered_at") for each dimension the report counts tickets by.
+REPORT_DIMENSION_INDEXES = tuple(
+    (f"ix_tickets_report_{name}", name, "registered_at")
+    for name in ("category", "department", "priority", "channel", "product", "merchant"))
+# The survey figures join a period's tickets to their surveys by id.
+REPORT_ID_INDEX = ("ix_tickets_report_id", "registered_at", "id")
+SQLITE_REPORT_INDEXES = (REPORT_SUMS_INDEX, *REPORT_DIMENSION_INDEXES, REPORT_ID_INDEX)
+
+
 class TicketRow(Base):
     """One complaint registration form."""
 
     __tablename__ = "tickets"
     __table_args__ = (
         Index("ix_tickets_customer_key_registered_at", "customer_key", "registered_at"),
+        # SQLite only (ho0005): indexes the report reads instead of each ticket's row, see
+        # handoff/reports.py. PostgreSQL scans in parallel and does without.
+        *(Index(*columns).ddl_if(dialect="sqlite") for columns in SQLITE_REPORT_INDEXES),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
