@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from handoff.errors import InvalidTicket, TicketNotFound
 from handoff.intake import EvidenceRef, HandoffReason, TicketDraft, TranscriptLine
 from handoff.tickets import (
-    SQLITE_REPORT_INDEXES,
+    DIALECT_INDEXES,
     VERSION_TABLE,
     Base,
     TicketStatus,
@@ -214,10 +214,10 @@ def _diff(conn: Connection) -> list[object]:
 
     def this_dialects(_obj: object, name: str | None, type_: str, _reflected: bool,
                       _compare_to: object) -> bool:
-        # Alembic does not read Index.ddl_if: the report's SQLite-only indexes are left out
-        # of the comparison on other databases.
-        sqlite_only = {columns[0] for columns in SQLITE_REPORT_INDEXES}
-        return conn.dialect.name == "sqlite" or type_ != "index" or name not in sqlite_only
+        # Alembic does not read Index.ddl_if: an index made for one database only is left
+        # out of the comparison on the others.
+        only = DIALECT_INDEXES.get(name or "") if type_ == "index" else None
+        return only is None or only == conn.dialect.name
 
     context = MigrationContext.configure(
         conn, opts={"version_table": VERSION_TABLE, "include_name": ours,
