@@ -41,6 +41,7 @@ import re
 import smtplib
 import ssl
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email import policy
@@ -622,6 +623,12 @@ def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _logout_later(fetching: asyncio.Future[tuple[imaplib.IMAP4, list[Fetched]]]) -> None:
+    if not fetching.cancelled() and fetching.exception() is None:
+        client, _ = fetching.result()
+        threading.Thread(target=_logout, args=(client,), name="imap-logout", daemon=True).start()
+
+
 def _logout(client: imaplib.IMAP4) -> None:
     try:
         client.logout()
@@ -786,7 +793,14 @@ class Mail:
                 the error is logged.
         """
         async with self._poll_lock:
-            client, fetched = await asyncio.to_thread(self._mailbox.unseen)
+            fetching = asyncio.ensure_future(asyncio.to_thread(self._mailbox.unseen))
+            try:
+                client, fetched = await asyncio.shield(fetching)
+            except asyncio.CancelledError:
+                # The thread logs in and fetches anyway: log it out when it is done, or its
+                # connection stays open until the garbage collector finds it.
+                fetching.add_done_callback(_logout_later)
+                raise
             try:
                 done = 0
                 for item in fetched:

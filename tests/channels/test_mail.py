@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -36,6 +37,7 @@ from aiohttp.test_utils import TestClient
 from bot.app import EVIDENCE, TICKETS
 from channels.base import OnMessage
 from channels.mail import (
+    Fetched,
     FileThreadStore,
     Mail,
     MailConfig,
@@ -822,3 +824,34 @@ async def test_imap_over_tls(certificate: Certificate, smtp: Smtp, tmp_path: Pat
         assert await channel.poll() == 1
         assert [m.get_content().strip() for m in smtp.messages] == ["收到：怎么开发票？"]
         assert all("\\Seen" in f for f in server.flags())
+
+
+async def test_a_poll_cancelled_mid_fetch_logs_its_connection_out(
+        shop_factory: Callable[..., Awaitable[Shop]]) -> None:
+    """Stopping the app while the IMAP thread fetches: the thread's connection is logged out
+    when it finishes, not left for the garbage collector."""
+    shop = await shop_factory()
+    mailbox = shop.channel._mailbox
+    fetched = threading.Event()
+    release = threading.Event()
+    clients: list[imaplib.IMAP4] = []
+    unseen = mailbox.unseen
+
+    def slow_unseen(limit: int = 50) -> tuple[imaplib.IMAP4, list[Fetched]]:
+        client, items = unseen(limit)
+        clients.append(client)
+        fetched.set()
+        release.wait(10)
+        return client, items
+
+    mailbox.unseen = slow_unseen  # type: ignore[method-assign]
+    poll = asyncio.create_task(shop.channel.poll())
+    assert await asyncio.to_thread(fetched.wait, 10)
+    poll.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poll
+    assert clients[0].state == "SELECTED"  # still connected while the thread waits
+    release.set()
+    async with asyncio.timeout(10):
+        while clients[0].state != "LOGOUT":
+            await asyncio.sleep(0.02)
