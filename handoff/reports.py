@@ -316,13 +316,6 @@ T = TicketRow.__table__.c
 S = SurveyRow.__table__.c
 
 
-class _Sql:
-    """Which dialect the report's SQL is written for (SQLite keeps timestamps as text)."""
-
-    def __init__(self, dialect: str) -> None:
-        self.sqlite = dialect == "sqlite"
-
-
 def _in(start: datetime, end: datetime, *, unindexed: bool = False) -> ColumnElement[bool]:
     """Registered in [start, end); `unindexed` (SQLite): not by the index on registered_at."""
     at: ColumnElement[datetime] = T.registered_at
@@ -333,7 +326,6 @@ def _in(start: datetime, end: datetime, *, unindexed: bool = False) -> ColumnEle
 
 Bounds = tuple[datetime, datetime]
 _FIXED = ("category", "department", "priority", "channel")  # few values: grouped in one pass
-_OPEN = ("product", "merchant")  # open-ended values: the top ten, blanks left out
 
 
 def _which(column: Any, now: Bounds) -> ColumnElement[int]:
@@ -353,29 +345,24 @@ def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
 class _Tally:
     """Sums of one period's tickets."""
 
-    tickets: int = 0
-    resolved: int = 0
-    overdue: int = 0
-    responded: int = 0
-    handled: int = 0
-    repeat: int = 0
-    first_contact: int = 0
-    bot_seconds: float = 0.0
-    response_seconds: float = 0.0
-    handling_seconds: float = 0.0
+    tickets: int
+    resolved: int
+    overdue: int
+    responded: int
+    handled: int
+    repeat: int
+    first_contact: int
+    bot_seconds: float
+    response_seconds: float
+    handling_seconds: float
 
-    def add(self, sums: Sequence[Any]) -> None:
-        """Add the row of the ticket sums (in the order `_ticket_sums` selects them)."""
-        self.tickets += int(sums[0])
-        self.resolved += int(sums[1])
-        self.overdue += int(sums[2])
-        self.responded += int(sums[3])
-        self.handled += int(sums[4])
-        self.bot_seconds += float(sums[5])
-        self.response_seconds += float(sums[6])
-        self.handling_seconds += float(sums[7])
-        self.repeat += int(sums[8])
-        self.first_contact += int(sums[9])
+    @classmethod
+    def of(cls, sums: Sequence[Any]) -> _Tally:
+        """The row of the ticket sums, in the order `_ticket_sums` selects them."""
+        return cls(tickets=int(sums[0]), resolved=int(sums[1]), overdue=int(sums[2]),
+                   responded=int(sums[3]), handled=int(sums[4]), bot_seconds=float(sums[5]),
+                   response_seconds=float(sums[6]), handling_seconds=float(sums[7]),
+                   repeat=int(sums[8]), first_contact=int(sums[9]))
 
     def figures(self, survey: tuple[int, dict[str, float | None]]) -> Figures:
         return Figures(
@@ -396,7 +383,7 @@ _TIMES = ("registered_at", "complained_at", "first_responded_at", "resolved_at",
           "previous_customer_ticket_at", "previous_order_ticket_at", "next_customer_ticket_at")
 
 
-async def _ticket_sums(conn: AsyncConnection, sql: _Sql, period: Bounds) -> _Tally:
+async def _ticket_sums(conn: AsyncConnection, sqlite: bool, period: Bounds) -> _Tally:
     """One period's headline sums: one scan bounded by the index on registered_at.
 
     Repeats and first-contact returns come from each ticket's neighbour columns
@@ -405,7 +392,7 @@ async def _ticket_sums(conn: AsyncConnection, sql: _Sql, period: Bounds) -> _Tal
     `registered_at` seven times: a subquery reads each timestamp once per row (its LIMIT
     keeps SQLite from flattening it back into the sums), which halves the scan's cost.
     """
-    if sql.sqlite:
+    if sqlite:
         rows = select(T.status, T.reopen_count, T.breaches,
                       *(func.julianday(T[name]).label(name) for name in _TIMES)
                       ).where(_in(*period)).limit(-1).subquery()
@@ -436,12 +423,8 @@ async def _ticket_sums(conn: AsyncConnection, sql: _Sql, period: Bounds) -> _Tal
         _sum(seconds("registered_at", "complained_at")),
         _sum(seconds("first_responded_at", "registered_at")), _sum(handling),
         _flag(repeat), _flag(first_contact))
-    query = query.select_from(rows) if sql.sqlite else query.where(_in(*period))
-    tally = _Tally()
-    row = (await conn.execute(query)).one()
-    if int(row[0]):
-        tally.add(row)
-    return tally
+    query = query.select_from(rows) if sqlite else query.where(_in(*period))
+    return _Tally.of((await conn.execute(query)).one())
 
 
 # A column's distinct values on SQLite, one index seek each: SELECT DISTINCT would read every
@@ -451,7 +434,7 @@ _SKIP_SCAN = ("WITH RECURSIVE v(x) AS (SELECT min({0}) FROM tickets UNION ALL"
               " WHERE v.x IS NOT NULL) SELECT x FROM v WHERE x IS NOT NULL")
 
 
-async def _volumes(conn: AsyncConnection, sql: _Sql, period: Bounds
+async def _volumes(conn: AsyncConnection, sqlite: bool, period: Bounds
                    ) -> dict[str, dict[str, int]]:
     """One period's ticket counts by each fixed dimension's value, beside the sums on a
     connection of their own.
@@ -465,7 +448,7 @@ async def _volumes(conn: AsyncConnection, sql: _Sql, period: Bounds
       dozen counts at most, sent as one statement.
     """
     volume: dict[str, dict[str, int]] = {name: {} for name in _FIXED}
-    if sql.sqlite:
+    if sqlite:
         known = {name: [None, *(await conn.execute(text(_SKIP_SCAN.format(name)))).scalars()]
                  for name in _FIXED}
         counted = [(name, value) for name, values in known.items() for value in values]
@@ -534,7 +517,7 @@ async def _grouped(conn: AsyncConnection, query: Select[Any]) -> dict[str, int]:
             for key, count in (await conn.execute(query)).all()}
 
 
-async def _top(conn: AsyncConnection, sql: _Sql, name: str, now: Bounds, before: Bounds
+async def _top(conn: AsyncConnection, sqlite: bool, name: str, now: Bounds, before: Bounds
                ) -> tuple[Count, ...]:
     column = T[name]
     counted = func.count().label("n")
@@ -542,7 +525,7 @@ async def _top(conn: AsyncConnection, sql: _Sql, name: str, now: Bounds, before:
     # On SQLite the index on (value, registered_at) groups without a sort and without reading
     # a row, but its planner, without statistics, would rather sort the period's rows: a
     # unary + keeps it off the index on registered_at.
-    period = _in(*now, unindexed=sql.sqlite)
+    period = _in(*now, unindexed=sqlite)
     current = await _grouped(conn, query.where(period, column.is_not(None))
                              .order_by(counted.desc(), column).limit(TOP))
     previous = await _grouped(conn, query.where(_in(*before), column.in_(list(current))))
@@ -580,7 +563,7 @@ async def build_report(engine: AsyncEngine, period: Period, *,
         unanswered: the knowledge base's gaps (the caller reads them from the knowledge base).
         now: when the report is made (default: now).
     """
-    sql = _Sql(engine.dialect.name)
+    sqlite = engine.dialect.name == "sqlite"  # timestamps as text, no parallel scans
     previous_period = period.previous()
     bounds, before = period.bounds(), previous_period.bounds()
 
@@ -591,10 +574,10 @@ async def build_report(engine: AsyncEngine, period: Period, *,
     # The aggregates are independent: each runs on its own pooled connection, so the database
     # works on them side by side (SQLite in WAL mode reads on several connections at once).
     tallies, volumes, (surveys, aspects), suggestions, products, merchants = await asyncio.gather(
-        asyncio.gather(run(_ticket_sums, sql, bounds), run(_ticket_sums, sql, before)),
-        asyncio.gather(run(_volumes, sql, bounds), run(_volumes, sql, before)),
+        asyncio.gather(run(_ticket_sums, sqlite, bounds), run(_ticket_sums, sqlite, before)),
+        asyncio.gather(run(_volumes, sqlite, bounds), run(_volumes, sqlite, before)),
         run(_surveys, bounds, before), run(_suggestions, bounds),
-        run(_top, sql, "product", bounds, before), run(_top, sql, "merchant", bounds, before))
+        run(_top, sqlite, "product", bounds, before), run(_top, sqlite, "merchant", bounds, before))
     top = {"product": products, "merchant": merchants}
     volume = {name: _counts(volumes[0][name], volumes[1][name]) for name in _FIXED}
     return Report(

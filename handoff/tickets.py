@@ -160,9 +160,6 @@ SQLITE_REPORT_INDEXES = (REPORT_SUMS_INDEX, *REPORT_DIMENSION_INDEXES, REPORT_ID
 # (INCLUDE: the JSON breaches have no b-tree order), so a period is an index-only scan.
 POSTGRES_REPORT_INDEX = "ix_tickets_report_pg"
 POSTGRES_REPORT_INCLUDE = (*REPORT_SUMS_INDEX[2:], "id")
-# Indexes only one database gets, by name: Alembic's comparison does not read Index.ddl_if.
-DIALECT_INDEXES = {**{columns[0]: "sqlite" for columns in SQLITE_REPORT_INDEXES},
-                   POSTGRES_REPORT_INDEX: "postgresql"}
 
 
 class TicketRow(Base):

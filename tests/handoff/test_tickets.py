@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 from handoff.errors import InvalidTicket, TicketNotFound
 from handoff.intake import EvidenceRef, HandoffReason, TicketDraft, TranscriptLine
 from handoff.tickets import (
-    DIALECT_INDEXES,
+    POSTGRES_REPORT_INDEX,
+    SQLITE_REPORT_INDEXES,
     VERSION_TABLE,
     Base,
     TicketStatus,
@@ -208,6 +209,11 @@ async def test_ping(store: TicketStore) -> None:
     await store.ping()
 
 
+# Indexes only one database gets (Index.ddl_if), by name.
+_ONE_DATABASE_ONLY = {**{columns[0]: "sqlite" for columns in SQLITE_REPORT_INDEXES},
+                      POSTGRES_REPORT_INDEX: "postgresql"}
+
+
 def _diff(conn: Connection) -> list[object]:
     def ours(name: str | None, type_: str, _parents: object) -> bool:
         return type_ != "table" or name in Base.metadata.tables
@@ -216,7 +222,7 @@ def _diff(conn: Connection) -> list[object]:
                       _compare_to: object) -> bool:
         # Alembic does not read Index.ddl_if: an index made for one database only is left
         # out of the comparison on the others.
-        only = DIALECT_INDEXES.get(name or "") if type_ == "index" else None
+        only = _ONE_DATABASE_ONLY.get(name or "") if type_ == "index" else None
         return only is None or only == conn.dialect.name
 
     context = MigrationContext.configure(
