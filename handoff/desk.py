@@ -42,6 +42,8 @@ class SqlTicketDesk(TicketDesk):
             (`handoff.sla.SlaPolicy.due`: business hours when configured); calendar hours if None.
     """
 
+    appends_once = False  # whether `append` skips a line the ticket has (TicketStore.append)
+
     def __init__(self, store: TicketStore, routing: Routing | None = None,
                  clock: Callable[[], datetime] = _now, *,
                  receiver: str = DEFAULT_RECEIVER, events: Events | None = None,
@@ -75,10 +77,10 @@ class SqlTicketDesk(TicketDesk):
     async def append(self, channel: str, chat_id: str, line: TranscriptLine,
                      evidence: tuple[EvidenceRef, ...] = ()) -> None:
         """Add a line (and the files sent with it) to the conversation's open ticket, if any."""
-        if await self.store.append(channel, chat_id, line, evidence) and self.events is not None:
-            ticket_id = await self.store.open_ticket_id(channel, chat_id)
-            if ticket_id is not None:
-                await self._publish(ticket_id, "transcript")
+        ticket_id = await self.store.append(channel, chat_id, line, evidence,
+                                            once=self.appends_once)
+        if ticket_id is not None:
+            await self._publish(ticket_id, "transcript")
 
     async def ticket_open(self, ticket_id: str) -> bool:
         """Whether the ticket is still open (False once closed, or when unknown)."""

@@ -741,23 +741,32 @@ class TicketStore:
                                     size=ref.size, added_at=now))
 
     async def append(self, channel: str, chat_id: str, line: TranscriptLine,
-                     evidence: Sequence[EvidenceRef] = ()) -> bool:
+                     evidence: Sequence[EvidenceRef] = (), *, once: bool = False) -> str | None:
         """Add a transcript line, and the files sent with it, to the conversation's open ticket.
 
-        False when the conversation has no open ticket.
+        Returns the ticket's id; None when the conversation has no open ticket, or when `once`
+        is set and the ticket has this line already (same author, text and time: a message
+        handled again after a crash), whose files are then attached (each file once) and
+        nothing else is changed. One transaction either way.
         """
         try:
             async with self._sessions() as session, session.begin():
                 row = await self._open_row(session, channel, chat_id)
                 if row is None:
-                    return False
+                    return None
+                at, now = _utc(line.at), utcnow()
+                if once and await session.scalar(select(TranscriptRow.id).where(
+                        TranscriptRow.ticket_id == row.id, TranscriptRow.author == line.author,
+                        TranscriptRow.text == line.text, TranscriptRow.at == at).limit(1)):
+                    await self._add_evidence(session, row.id, evidence, now)
+                    return None
                 session.add(TranscriptRow(ticket_id=row.id, author=line.author,
-                                          text=line.text, at=_utc(line.at)))
-                await self._add_evidence(session, row.id, evidence, utcnow())
-                row.updated_at = utcnow()
+                                          text=line.text, at=at))
+                await self._add_evidence(session, row.id, evidence, now)
+                row.updated_at = now
+                return row.id
         except SQLAlchemyError as exc:
             raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc
-        return True
 
     async def add_evidence(self, ticket_id: str, refs: Sequence[EvidenceRef]) -> None:
         """Attach stored evidence files to a ticket (each file once).

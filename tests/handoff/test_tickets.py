@@ -158,10 +158,22 @@ async def test_numbers_count_per_day_in_china_time(store: TicketStore) -> None:
 
 async def test_append_goes_to_the_open_ticket_only(store: TicketStore) -> None:
     line = TranscriptLine("customer", "还在吗", NOW)
-    assert not await store.append("webchat", "nobody", line)
+    assert await store.append("webchat", "nobody", line) is None
     reg = await store.register(draft(), department="quality", receiver="x", now=NOW)
-    assert await store.append("webchat", "c1", line)
+    assert await store.append("webchat", "c1", line) == reg.ticket.id
     assert (await store.transcript(reg.ticket.id))[-1].text == "还在吗"
+
+
+async def test_append_once_skips_a_line_the_ticket_has(store: TicketStore) -> None:
+    reg = await store.register(draft(), department="quality", receiver="x", now=NOW)
+    line = TranscriptLine("customer", "还在吗", NOW + timedelta(minutes=1))
+    assert await store.append("webchat", "c1", line, once=True) == reg.ticket.id
+    assert await store.append("webchat", "c1", line, once=True) is None  # handled again
+    later = TranscriptLine("customer", "还在吗", NOW + timedelta(minutes=2))  # said again
+    assert await store.append("webchat", "c1", later, once=True) == reg.ticket.id
+    assert await store.append("webchat", "c1", line) == reg.ticket.id  # without once: kept
+    texts = [(t.text, t.at) for t in await store.transcript(reg.ticket.id)]
+    assert texts.count(("还在吗", line.at)) == 2 and texts.count(("还在吗", later.at)) == 1
 
 
 async def test_bad_forms_are_refused(store: TicketStore) -> None:
