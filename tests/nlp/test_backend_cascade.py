@@ -10,7 +10,7 @@ import pytest
 
 from nlp import e5
 from nlp.analyzer import Analyzer
-from nlp.backend_cascade import CascadeBackend, CascadePolicy
+from nlp.backend_cascade import E5_MAX_CHARS, CascadeBackend, CascadePolicy
 from nlp.backend_classical import ClassicalBackend
 from nlp.backends import TriageBackend
 from nlp.category_view import category_scores
@@ -114,6 +114,18 @@ def test_unsure_scores_blend_both_models(classical: TriageBackend, heads: E5Head
             assert value == pytest.approx(expected, abs=1e-5)
         assert b["intent"] == p["intent"]  # intent and priority stay classical
         assert sum(b["category"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_e5_reads_a_bounded_prefix_of_a_long_text(classical: TriageBackend,
+                                                  heads: E5Heads) -> None:
+    """A ticket's whole story, or a pasted page: E5 costs per token, so it reads the start."""
+    encoder = CountingEncoder()
+    analyzer = Analyzer(CascadeBackend(classical, heads, encoder, CascadePolicy.always()))
+    story = "收到的手机屏幕是碎的，我要退款。" + "物流也很慢，客服一直不回复。" * 5000
+    triage = analyzer.analyze(story)
+    assert triage.category is not None
+    assert len(encoder.texts) == 1 and len(encoder.texts[0]) == E5_MAX_CHARS
+    assert encoder.texts[0] == normalize(story)[:E5_MAX_CHARS]
 
 
 def test_analyzer_reads_meaning_e5_adds(classical: TriageBackend, heads: E5Heads) -> None:
