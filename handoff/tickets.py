@@ -20,13 +20,15 @@ Concurrency, without a lock server:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -44,6 +46,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    create_engine,
     event,
     func,
     literal,
@@ -57,7 +60,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -491,8 +494,11 @@ class TicketStore:
     """Tickets, their transcripts and evidence, and the customer outbox (async SQLAlchemy)."""
 
     def __init__(self, engine: AsyncEngine, *, number_prefix: str = DEFAULT_NUMBER_PREFIX,
-                 number_tz: tzinfo = CHINA_TZ) -> None:
+                 number_tz: tzinfo = CHINA_TZ, sync_engine: Engine | None = None) -> None:
         self._engine = engine
+        # SQLite file: the same database through the synchronous driver, for the hot writes
+        # that run whole in a worker thread (Outbox).
+        self.sync_engine = sync_engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self.number_prefix = number_prefix
         self.number_tz = number_tz
@@ -517,9 +523,14 @@ class TicketStore:
         if sqlite:
             args.setdefault("timeout", 30)
         engine = create_async_engine(url, connect_args=args, pool_pre_ping=True)
+        sync_engine = None
         if sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return cls(engine, number_prefix=number_prefix, number_tz=number_tz)
+            if parsed.database not in (None, "", ":memory:"):  # a second engine, same file
+                sync_engine = create_engine(parsed.set(drivername="sqlite"), connect_args=args)
+                event.listen(sync_engine, "connect", _sqlite_pragmas)
+        return cls(engine, number_prefix=number_prefix, number_tz=number_tz,
+                   sync_engine=sync_engine)
 
     @classmethod
     async def open(
@@ -567,6 +578,8 @@ class TicketStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
 
     async def ping(self) -> None:
         """Check the database answers.
@@ -900,6 +913,33 @@ class Outbox:
             raise InvalidTicket("texts, buttons and dedup keys must be as many")
         return await self._write(channel, chat_id, author, texts, buttons, dedup_keys, now)
 
+    def _write_rows(self, connection: Connection, *, channel: str, chat_id: str, author: str,
+                    texts: Sequence[str], buttons: Sequence[Sequence[str]],
+                    keys: Sequence[str | None], at: datetime, counter: str,
+                    wanted: list[str]) -> list[OutboxMessage]:
+        """The append's transaction, as plain synchronous SQLAlchemy (see `_write`)."""
+        stored: dict[str, OutboxMessage] = {}
+        if wanted:
+            result = connection.execute(
+                self._by_keys, {"channel": channel, "chat_id": chat_id, "keys": wanted})
+            stored = {row.dedup_key: _outbox(row) for row in result}
+        new = [n for n, key in enumerate(keys) if key is None or key not in stored]
+        messages: dict[int, OutboxMessage] = {}
+        if new:
+            last = connection.execute(
+                self._bump, {"name": counter, "step": len(new)}).scalar_one()
+            rows = [{"channel": channel, "chat_id": chat_id,
+                     "seq": last - len(new) + 1 + place, "author": author,
+                     "text": texts[n], "buttons": list(buttons[n]), "sent_at": at,
+                     "dedup_key": keys[n]} for place, n in enumerate(new)]
+            connection.execute(self._insert, rows)
+            messages = {n: OutboxMessage(
+                seq=row["seq"], channel=channel, chat_id=chat_id, author=author,
+                text=texts[n], buttons=tuple(buttons[n]), sent_at=at)
+                for n, row in zip(new, rows, strict=True)}
+        return [messages[n] if n in messages else stored[key]  # type: ignore[index]
+                for n, key in enumerate(keys)]
+
     async def _write(self, channel: str, chat_id: str, author: str, texts: Sequence[str],
                      buttons: Sequence[Sequence[str]], keys: Sequence[str | None],
                      now: datetime | None) -> list[OutboxMessage]:
@@ -911,29 +951,17 @@ class Outbox:
         wanted = [key for key in keys if key is not None]
         for _attempt in range(_REGISTER_ATTEMPTS):
             try:
+                write = partial(self._write_rows, channel=channel, chat_id=chat_id,
+                                author=author, texts=texts, buttons=buttons, keys=keys, at=at,
+                                counter=counter, wanted=wanted)
+                # Every reply passes here. On SQLite the whole transaction is one call in a
+                # worker thread: through aiosqlite each statement is four trips to the event
+                # loop, and under load the single write lock was held for them all.
+                if self._store.sync_engine is not None:
+                    return await asyncio.to_thread(_in_transaction, self._store.sync_engine,
+                                                   write)
                 async with self._store._engine.begin() as connection:
-                    stored: dict[str, OutboxMessage] = {}
-                    if wanted:
-                        result = await connection.execute(
-                            self._by_keys, {"channel": channel, "chat_id": chat_id,
-                                            "keys": wanted})
-                        stored = {row.dedup_key: _outbox(row) for row in result}
-                    new = [n for n, key in enumerate(keys) if key is None or key not in stored]
-                    messages: dict[int, OutboxMessage] = {}
-                    if new:
-                        last = (await connection.execute(
-                            self._bump, {"name": counter, "step": len(new)})).scalar_one()
-                        rows = [{"channel": channel, "chat_id": chat_id,
-                                 "seq": last - len(new) + 1 + place, "author": author,
-                                 "text": texts[n], "buttons": list(buttons[n]), "sent_at": at,
-                                 "dedup_key": keys[n]} for place, n in enumerate(new)]
-                        await connection.execute(self._insert, rows)
-                        messages = {n: OutboxMessage(
-                            seq=row["seq"], channel=channel, chat_id=chat_id, author=author,
-                            text=texts[n], buttons=tuple(buttons[n]), sent_at=at)
-                            for n, row in zip(new, rows, strict=True)}
-                return [messages[n] if n in messages else stored[key]  # type: ignore[index]
-                        for n, key in enumerate(keys)]
+                    return await connection.run_sync(write)
             except IntegrityError as exc:
                 # Another writer stored one of the keys meanwhile: read it on the next attempt.
                 if not wanted:
@@ -1134,6 +1162,14 @@ async def _next_value(session: AsyncSession, dialect: str, name: str) -> int:
 
 
 _BUMPS: dict[str, Any] = {}
+
+
+_T = TypeVar("_T")
+
+
+def _in_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
+    with engine.begin() as connection:
+        return work(connection)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:

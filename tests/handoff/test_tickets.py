@@ -217,6 +217,28 @@ async def test_outbox_seq_unique_under_concurrency(store: TicketStore) -> None:
     assert sorted(m.seq for m in sent) == list(range(1, 31))
 
 
+async def test_outbox_on_one_sqlite_file_from_two_stores(sqlite_url: str) -> None:
+    """Two processes on one SQLite file: each store writes its outbox in worker threads
+    (`TicketStore.sync_engine`), and the file's lock keeps the numbering whole."""
+    first = await TicketStore.open(sqlite_url)
+    second = await TicketStore.open(sqlite_url)
+    try:
+        assert first.sync_engine is not None and second.sync_engine is not None
+        sent = await asyncio.gather(*[
+            store.outbox.append_many("webchat", "a", author="bot", texts=["a", "b"],
+                                     buttons=[(), ()], dedup_keys=[f"{n}.{i}a", f"{n}.{i}b"])
+            for i in range(20) for n, store in enumerate((first, second))])
+        again = await second.outbox.append_many(  # a redelivery, answered from the rows
+            "webchat", "a", author="bot", texts=["a", "b"], buttons=[(), ()],
+            dedup_keys=["0.0a", "0.0b"])
+    finally:
+        await first.close()
+        await second.close()
+    assert sorted(m.seq for batch in sent for m in batch) == list(range(1, 81))
+    assert all(b[1].seq == b[0].seq + 1 for b in sent)  # a batch stays together
+    assert [m.seq for m in again] == [m.seq for m in sent[0]]
+
+
 async def test_ping(store: TicketStore) -> None:
     await store.ping()
 
