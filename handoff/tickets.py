@@ -915,9 +915,10 @@ class Outbox:
 
     def _write_rows(self, connection: Connection, *, channel: str, chat_id: str, author: str,
                     texts: Sequence[str], buttons: Sequence[Sequence[str]],
-                    keys: Sequence[str | None], at: datetime, counter: str,
+                    keys: Sequence[str | None], at: datetime,
                     wanted: list[str]) -> list[OutboxMessage]:
         """The append's transaction, as plain synchronous SQLAlchemy (see `_write`)."""
+        counter = f"outbox:{conversation_key(channel, chat_id)}"
         stored: dict[str, OutboxMessage] = {}
         if wanted:
             result = connection.execute(
@@ -946,14 +947,12 @@ class Outbox:
         _check_conversation(channel, chat_id)
         if any(key is not None and not 0 < len(key) <= 128 for key in keys):
             raise InvalidTicket("dedup key must be 1-128 characters")
-        at = _utc(now or utcnow())
-        counter = f"outbox:{conversation_key(channel, chat_id)}"
         wanted = [key for key in keys if key is not None]
+        write = partial(self._write_rows, channel=channel, chat_id=chat_id, author=author,
+                        texts=texts, buttons=buttons, keys=keys, at=_utc(now or utcnow()),
+                        wanted=wanted)
         for _attempt in range(_REGISTER_ATTEMPTS):
             try:
-                write = partial(self._write_rows, channel=channel, chat_id=chat_id,
-                                author=author, texts=texts, buttons=buttons, keys=keys, at=at,
-                                counter=counter, wanted=wanted)
                 # Every reply passes here. On SQLite the whole transaction is one call in a
                 # worker thread: through aiosqlite each statement is four trips to the event
                 # loop, and under load the single write lock was held for them all.
