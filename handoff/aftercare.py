@@ -210,7 +210,7 @@ class Aftercare:
             if mark is None:
                 # First run on this database: tell of what happens from now on, not history.
                 latest = (await session.execute(select(func.max(StageRow.id)))).scalar()
-                await _next_value(session, self.store.dialect, _STAGE_MARK)
+                await session.run_sync(_next_value, self.store.dialect, _STAGE_MARK)
                 await session.execute(update(CounterRow).where(CounterRow.name == _STAGE_MARK)
                                       .values(value=latest or 0))
                 return

@@ -381,7 +381,7 @@ async def _anonymise(session: AsyncSession, rows: Sequence[TicketRow], held: Hol
     # The customer key copies the phone or id: it becomes the pseudonymous conversation, and the
     # erased tickets leave their customer's and their orders' chains (reports count them apart).
     await session.flush()
-    await relink(session, ids, orders=orders)
+    await session.run_sync(relink, ids, orders=orders)
 
     async def blank(table: type[Any], values: dict[str, Any]) -> int:
         if not ids:

@@ -243,8 +243,8 @@ async def purge(store: TicketStore, evidence: EvidenceStore, older_than: Duratio
                         await session.execute(delete(table).where(table.ticket_id.in_(part)))
                     await session.execute(delete(TicketRow).where(TicketRow.id.in_(part)))
                 # The remaining tickets of those customers and orders get new neighbours.
-                await relink(session, customers=[k for k, _ in chains],
-                             orders=[o for _, o in chains])
+                await session.run_sync(relink, customers=[k for k, _ in chains],
+                                       orders=[o for _, o in chains])
                 for start in range(0, len(conversations), _CHUNK):
                     await session.execute(delete(OutboxRow).where(tuple_(
                         OutboxRow.channel, OutboxRow.chat_id).in_(

@@ -63,13 +63,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
-    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from handoff.errors import InvalidTicket, TicketNotFound, TicketStoreUnavailable
 from handoff.intake import EvidenceRef, HandoffReason, TicketDraft, TranscriptLine
@@ -496,10 +494,12 @@ class TicketStore:
     def __init__(self, engine: AsyncEngine, *, number_prefix: str = DEFAULT_NUMBER_PREFIX,
                  number_tz: tzinfo = CHINA_TZ, sync_engine: Engine | None = None) -> None:
         self._engine = engine
-        # SQLite file: the same database through the synchronous driver, for the hot writes
-        # that run whole in a worker thread (Outbox).
+        # SQLite file: the same database through the synchronous driver, for the hot
+        # transactions that run whole in a worker thread (`_transact`, Outbox).
         self.sync_engine = sync_engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sync_sessions = (None if sync_engine is None
+                               else sessionmaker(sync_engine, expire_on_commit=False))
         self.number_prefix = number_prefix
         self.number_tz = number_tz
         self.outbox = Outbox(self)
@@ -612,9 +612,22 @@ class TicketStore:
         """
         try:
             async with self._sessions() as session, session.begin():
-                await relink(session, ticket_ids, orders=orders)
+                await session.run_sync(relink, ticket_ids, orders=orders)
         except SQLAlchemyError as exc:
             raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc
+
+    async def _transact(self, work: Callable[[Session], _T]) -> _T:
+        """`work` in one transaction of an ORM session of its own.
+
+        The web chat's hot transactions pass here. On an SQLite file `work` runs whole in a
+        worker thread on the synchronous engine: through aiosqlite every statement is four trips
+        to the event loop, and under load SQLite's single write lock was held for them all
+        (docs/performance.md). Elsewhere it runs through `AsyncSession.run_sync`.
+        """
+        if self._sync_sessions is not None:
+            return await asyncio.to_thread(_in_session, self._sync_sessions, work)
+        async with self._sessions() as session, session.begin():
+            return await session.run_sync(work)
 
     # ---- registering ----------------------------------------------------------------------
 
@@ -634,18 +647,11 @@ class TicketStore:
         _check_draft(draft)
         now = _utc(now)
         due = due or _calendar_due
+        work = partial(self._register_rows, draft=draft, department=department,
+                       receiver=receiver, now=now, due=due)
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
-                async with self._sessions() as session, session.begin():
-                    row = await self._open_row(session, draft.channel, draft.chat_id)
-                    if row is not None:
-                        await self._update(session, row, draft, department, now, due)
-                        created = False
-                    else:
-                        row = await self._insert(session, draft, department, receiver, now,
-                                                 due)
-                        created = True
-                return Registration(_ticket(row), created)
+                return await self._transact(work)
             except IntegrityError as exc:
                 # Another registration of this conversation won the race: update its ticket.
                 if attempt == _REGISTER_ATTEMPTS - 1:
@@ -656,13 +662,22 @@ class TicketStore:
                 raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc
         raise AssertionError("unreachable")
 
-    async def _insert(self, session: AsyncSession, draft: TicketDraft, department: str,
-                      receiver: str, now: datetime, due: DueTime) -> TicketRow:
+    def _register_rows(self, session: Session, *, draft: TicketDraft, department: str,
+                       receiver: str, now: datetime, due: DueTime) -> Registration:
+        row = self._open_row(session, draft.channel, draft.chat_id)
+        if row is not None:
+            self._update(session, row, draft, department, now, due)
+            return Registration(_ticket(row), False)
+        row = self._insert(session, draft, department, receiver, now, due)
+        return Registration(_ticket(row), True)
+
+    def _insert(self, session: Session, draft: TicketDraft, department: str,
+                receiver: str, now: datetime, due: DueTime) -> TicketRow:
         import uuid
 
         day = now.astimezone(self.number_tz).strftime("%Y%m%d")
         prefix = f"{self.number_prefix}{day}"
-        seq = await _next_value(session, self.dialect, f"ticket_number:{prefix}")
+        seq = _next_value(session, self.dialect, f"ticket_number:{prefix}")
         customer_lines = [line.at for line in draft.transcript if line.author == "customer"]
         complained_at = _utc(min(customer_lines)) if customer_lines else now
         row = TicketRow(
@@ -684,15 +699,15 @@ class TicketStore:
                                       draft.channel, draft.chat_id),
         )
         session.add(row)
-        await session.flush()
-        await relink(session, [row.id])
+        session.flush()
+        relink(session, [row.id])
         self._add_lines(session, row.id, draft.transcript, set())
-        await self._add_evidence(session, row.id, draft.evidence, now)
-        await session.flush()
+        self._add_evidence(session, row.id, draft.evidence, now)
+        session.flush()
         return row
 
-    async def _update(self, session: AsyncSession, row: TicketRow, draft: TicketDraft,
-                      department: str, now: datetime, due: DueTime) -> None:
+    def _update(self, session: Session, row: TicketRow, draft: TicketDraft,
+                department: str, now: datetime, due: DueTime) -> None:
         if row.category is None and draft.category is not None:
             row.department = department  # it was routed as unclassified
         chained = (row.customer_id, row.phone, row.email, row.order_id)
@@ -718,17 +733,17 @@ class TicketStore:
         row.updated_at = now
         known = {
             (line.author, line.text, _utc(line.at))
-            for line in (await session.execute(
-                select(TranscriptRow).where(TranscriptRow.ticket_id == row.id))).scalars()
+            for line in session.execute(
+                select(TranscriptRow).where(TranscriptRow.ticket_id == row.id)).scalars()
         }
         self._add_lines(session, row.id, draft.transcript, known)
-        await self._add_evidence(session, row.id, draft.evidence, now)
-        await session.flush()
+        self._add_evidence(session, row.id, draft.evidence, now)
+        session.flush()
         if (row.customer_id, row.phone, row.email, row.order_id) != chained:
-            await relink(session, [row.id])  # the customer or the order became known
+            relink(session, [row.id])  # the customer or the order became known
 
     @staticmethod
-    def _add_lines(session: AsyncSession, ticket_id: str, lines: Sequence[TranscriptLine],
+    def _add_lines(session: Session, ticket_id: str, lines: Sequence[TranscriptLine],
                    known: set[tuple[str, str, datetime]]) -> None:
         for line in lines:
             key = (line.author, line.text, _utc(line.at))
@@ -739,12 +754,12 @@ class TicketStore:
                                       at=_utc(line.at)))
 
     @staticmethod
-    async def _add_evidence(session: AsyncSession, ticket_id: str,
-                            refs: Sequence[EvidenceRef], now: datetime) -> None:
+    def _add_evidence(session: Session, ticket_id: str, refs: Sequence[EvidenceRef],
+                      now: datetime) -> None:
         if not refs:
             return
-        have = set((await session.execute(
-            select(EvidenceRow.sha256).where(EvidenceRow.ticket_id == ticket_id))).scalars())
+        have = set(session.execute(
+            select(EvidenceRow.sha256).where(EvidenceRow.ticket_id == ticket_id)).scalars())
         for ref in refs:
             if ref.sha256 in have:
                 continue
@@ -762,22 +777,24 @@ class TicketStore:
         handled again after a crash), whose files are then attached (each file once) and
         nothing else is changed. One transaction either way.
         """
+        def work(session: Session) -> str | None:
+            row = self._open_row(session, channel, chat_id)
+            if row is None:
+                return None
+            at, now = _utc(line.at), utcnow()
+            if once and session.scalar(select(TranscriptRow.id).where(
+                    TranscriptRow.ticket_id == row.id, TranscriptRow.author == line.author,
+                    TranscriptRow.text == line.text, TranscriptRow.at == at).limit(1)):
+                self._add_evidence(session, row.id, evidence, now)
+                return None
+            session.add(TranscriptRow(ticket_id=row.id, author=line.author, text=line.text,
+                                      at=at))
+            self._add_evidence(session, row.id, evidence, now)
+            row.updated_at = now
+            return row.id
+
         try:
-            async with self._sessions() as session, session.begin():
-                row = await self._open_row(session, channel, chat_id)
-                if row is None:
-                    return None
-                at, now = _utc(line.at), utcnow()
-                if once and await session.scalar(select(TranscriptRow.id).where(
-                        TranscriptRow.ticket_id == row.id, TranscriptRow.author == line.author,
-                        TranscriptRow.text == line.text, TranscriptRow.at == at).limit(1)):
-                    await self._add_evidence(session, row.id, evidence, now)
-                    return None
-                session.add(TranscriptRow(ticket_id=row.id, author=line.author,
-                                          text=line.text, at=at))
-                await self._add_evidence(session, row.id, evidence, now)
-                row.updated_at = now
-                return row.id
+            return await self._transact(work)
         except SQLAlchemyError as exc:
             raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc
 
@@ -787,22 +804,24 @@ class TicketStore:
         Raises:
             TicketNotFound: no ticket has this id.
         """
-        async with self._sessions() as session, session.begin():
-            if await session.get(TicketRow, ticket_id) is None:
+        def work(session: Session) -> None:
+            if session.get(TicketRow, ticket_id) is None:
                 raise TicketNotFound(f"no ticket {ticket_id!r}")
-            await self._add_evidence(session, ticket_id, refs, utcnow())
+            self._add_evidence(session, ticket_id, refs, utcnow())
+
+        await self._transact(work)
 
     # ---- reading --------------------------------------------------------------------------
 
     @staticmethod
-    async def _open_row(session: AsyncSession, channel: str, chat_id: str) -> TicketRow | None:
+    def _open_row(session: Session, channel: str, chat_id: str) -> TicketRow | None:
         query = select(TicketRow).where(TicketRow.open_key == conversation_key(channel, chat_id))
-        return (await session.execute(query)).scalar_one_or_none()
+        return session.execute(query).scalar_one_or_none()
 
     async def open_ticket(self, channel: str, chat_id: str) -> Ticket | None:
         """The conversation's open ticket, if it has one."""
         async with self._sessions() as session:
-            row = await self._open_row(session, channel, chat_id)
+            row = await session.run_sync(self._open_row, channel, chat_id)
             return None if row is None else _ticket(row)
 
     async def open_ticket_id(self, channel: str, chat_id: str) -> str | None:
@@ -810,8 +829,7 @@ class TicketStore:
         query = select(TicketRow.id).where(
             TicketRow.open_key == conversation_key(channel, chat_id))
         try:
-            async with self._sessions() as session:
-                return (await session.execute(query)).scalar_one_or_none()
+            return await self._transact(lambda session: session.scalar(query))
         except SQLAlchemyError as exc:
             raise TicketStoreUnavailable(f"the ticket database failed: {exc}") from exc
 
@@ -1047,7 +1065,7 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start:start + _LINK_CHUNK]
 
 
-async def relink(conn: AsyncSession | AsyncConnection, ticket_ids: Iterable[str] = (), *,
+def relink(conn: Session | Connection, ticket_ids: Iterable[str] = (), *,
                  customers: Iterable[str | None] = (), orders: Iterable[str | None] = ()
                  ) -> None:
     """Bring the report neighbours up to date after tickets were added, changed or deleted.
@@ -1067,32 +1085,32 @@ async def relink(conn: AsyncSession | AsyncConnection, ticket_ids: Iterable[str]
     keys: set[str] = {k for k in customers if k is not None}
     order_ids: set[str] = {o for o in orders if o is not None}
     for part in _chunks(sorted(set(ticket_ids))):
-        rows = (await conn.execute(select(
+        rows = conn.execute(select(
             c.id, c.customer_id, c.phone, c.email, c.channel, c.chat_id, c.customer_key,
-            c.order_id).where(c.id.in_(part)))).all()
+            c.order_id).where(c.id.in_(part))).all()
         for row in rows:
             key = customer_key(row.customer_id, row.phone, row.email, row.channel, row.chat_id)
             keys.update(k for k in (key, row.customer_key) if k is not None)
             if row.order_id is not None:
                 order_ids.add(row.order_id)
             if key != row.customer_key:
-                await conn.execute(update(table).where(c.id == row.id).values(customer_key=key))
+                conn.execute(update(table).where(c.id == row.id).values(customer_key=key))
         # A ticket that left every order chain has no order neighbour.
-        await conn.execute(update(table).where(
+        conn.execute(update(table).where(
             c.id.in_(part), c.order_id.is_(None), c.previous_order_ticket_at.is_not(None))
             .values(previous_order_ticket_at=None))
-    bind = conn.get_bind() if isinstance(conn, AsyncSession) else conn
+    bind = conn.get_bind() if isinstance(conn, Session) else conn
     if bind.dialect.name == "postgresql":
         # Two transactions relinking one chain would each miss the other's new ticket: the
         # second waits for the first to commit. Locks are taken in one order: no deadlock
         # between relinks.
         names = sorted([f"customer:{k}" for k in keys] + [f"order:{o}" for o in order_ids])
         for name in names:
-            await conn.execute(select(func.pg_advisory_xact_lock(
+            conn.execute(select(func.pg_advisory_xact_lock(
                 func.hashtextextended(name, 0))))
     for kind, values in (("customer", keys), ("order", order_ids)):
         for part in _chunks(sorted(values)):
-            await conn.execute(neighbour_update(kind, _chain_column(kind).in_(part)))
+            conn.execute(neighbour_update(kind, _chain_column(kind).in_(part)))
 
 
 def _ranges(connection: Connection, column: Any, batch: int
@@ -1152,12 +1170,12 @@ def _counter_bump(dialect: str) -> Any:
             .returning(CounterRow.value))
 
 
-async def _next_value(session: AsyncSession, dialect: str, name: str) -> int:
+def _next_value(session: Session, dialect: str, name: str) -> int:
     """Bump the named counter and return its new value, atomically for any number of writers."""
     statement = _BUMPS.get(dialect)
     if statement is None:
         statement = _BUMPS[dialect] = _counter_bump(dialect)
-    return int((await session.execute(statement, {"name": name, "step": 1})).scalar_one())
+    return int(session.execute(statement, {"name": name, "step": 1}).scalar_one())
 
 
 _BUMPS: dict[str, Any] = {}
@@ -1169,6 +1187,11 @@ _T = TypeVar("_T")
 def _in_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
     with engine.begin() as connection:
         return work(connection)
+
+
+def _in_session(sessions: sessionmaker[Session], work: Callable[[Session], _T]) -> _T:
+    with sessions() as session, session.begin():
+        return work(session)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 
 from handoff.errors import InvalidTicket, TicketNotFound
@@ -237,6 +237,39 @@ async def test_outbox_on_one_sqlite_file_from_two_stores(sqlite_url: str) -> Non
     assert sorted(m.seq for batch in sent for m in batch) == list(range(1, 81))
     assert all(b[1].seq == b[0].seq + 1 for b in sent)  # a batch stays together
     assert [m.seq for m in again] == [m.seq for m in sent[0]]
+
+
+async def test_hot_ticket_writes_on_one_sqlite_file_from_two_stores(sqlite_url: str) -> None:
+    """Registration, transcript appends and the open-ticket query run whole in worker threads
+    on the synchronous engine (`TicketStore._transact`); two stores on one file racing on one
+    conversation still make one ticket with every line once."""
+    first = await TicketStore.open(sqlite_url)
+    second = await TicketStore.open(sqlite_url)
+    assert first.sync_engine is not None and second.sync_engine is not None
+    on_sync: list[str] = []
+    for store in (first, second):
+        event.listen(store.sync_engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, *_: on_sync.append(statement.split()[0]))
+    try:
+        registrations = await asyncio.gather(*[
+            store.register(draft("same"), department="quality", receiver="x", now=NOW)
+            for _ in range(5) for store in (first, second)])
+        appended = await asyncio.gather(*[
+            store.append("webchat", "same", TranscriptLine("customer", f"第{n}.{i}句", NOW),
+                         once=True)
+            for i in range(10) for n, store in enumerate((first, second))])
+        ticket_id = await second.open_ticket_id("webchat", "same")
+        lines = await first.transcript(registrations[0].ticket.id)
+    finally:
+        await first.close()
+        await second.close()
+    assert len({r.ticket.id for r in registrations}) == 1
+    assert sum(r.created for r in registrations) == 1
+    assert ticket_id == registrations[0].ticket.id
+    assert appended == [ticket_id] * 20
+    assert sorted(line.text for line in lines if line.text.startswith("第")) == sorted(
+        f"第{n}.{i}句" for i in range(10) for n in range(2))
+    assert {"INSERT", "SELECT", "UPDATE"} <= set(on_sync)
 
 
 async def test_ping(store: TicketStore) -> None:
