@@ -29,6 +29,7 @@ from bot.dispatcher import BatchOutput, Dispatcher
 from bot.engine import Engine, EngineConfig, Triager
 from bot.keys import DEFAULT_PREFIX, Keys
 from bot.outbound import IdempotentOutput, RedisOutbound
+from bot.redis_client import AnyRedis, connect
 from bot.replay import ReplaySafeDesk
 from bot.session import (
     Deduplicator,
@@ -67,8 +68,6 @@ from knowledge_base.api import routes as kb_routes
 from knowledge_base.errors import KnowledgeBaseError, StoreUnavailable
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from bot.session import RedisDeduplicator
     from knowledge_base.retrieval import Searcher
 
@@ -96,10 +95,6 @@ WORDING_FILE = "wording.yaml"  # in the data directory: the banned promises, one
 # ---- errors ---------------------------------------------------------------------------------
 
 _RETRY = {"Retry-After": "5"}
-# Connections of the dispatcher's Redis pool per process, and the seconds a command waits for
-# one when all are busy (then SessionError: 503 with Retry-After).
-REDIS_CONNECTIONS = 100
-REDIS_POOL_WAIT = 10.0
 # PostgreSQL connections of the ticket store per process, kept open and opened on demand: a
 # message holds one at a time; several processes and the knowledge base share the server's 100.
 PG_POOL_SIZE = 10
@@ -226,17 +221,12 @@ async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
     sessions: SessionStore
     locks: LockStore
     dedup: Deduplicator
-    redis: Redis | None = None
+    redis: AnyRedis | None = None
     redis_dedup: RedisDeduplicator | None = None
     if settings.redis_url:
-        from redis.asyncio import BlockingConnectionPool, Redis
-
         from bot.session import RedisDeduplicator, RedisLockStore, RedisSessionStore
 
-        # redis-py's default pool fails at once ("Too many connections") past 100 commands
-        # in flight, i.e. under a few hundred concurrent conversations: wait for a connection.
-        redis = Redis.from_pool(BlockingConnectionPool.from_url(  # closed with the client
-            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT))
+        redis = connect(settings.redis_url, cluster=settings.redis_cluster)
         keys = _keys(app)
         sessions = RedisSessionStore(redis, keys=keys)
         locks = RedisLockStore(redis, keys=keys)
@@ -622,8 +612,9 @@ def configured_channels(settings: Settings, evidence: EvidenceStore
                                            queued=settings.redis_url is None))
         if settings.wechat is not None:
             # With Redis, WeChat's retries and numbered answers may reach any process.
-            state = (RedisWeChatState.from_url(settings.redis_url, Keys(settings.redis_prefix
-                                                                        or DEFAULT_PREFIX))
+            state = (RedisWeChatState(connect(settings.redis_url,
+                                              cluster=settings.redis_cluster),
+                                      Keys(settings.redis_prefix or DEFAULT_PREFIX))
                      if settings.redis_url else None)
             adapters.append(WeChat(settings.wechat, on_message, files=evidence, state=state))
         if settings.mail is not None:

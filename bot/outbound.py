@@ -52,6 +52,8 @@ from channels.messages import OutgoingMessage
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from bot.redis_client import AnyRedis
+
 log = logging.getLogger(__name__)
 
 GROUP = "senders"  # the one consumer group every server process reads the stream in
@@ -111,7 +113,7 @@ class RedisOutbound:
             instead of listing it as a dead letter "in doubt" (at most once, the default).
     """
 
-    def __init__(self, redis: Redis, dedup: RedisDeduplicator,
+    def __init__(self, redis: AnyRedis, dedup: RedisDeduplicator,
                  outputs: Mapping[str, OutputChannel], *, keys: Keys | None = None,
                  min_idle: timedelta = timedelta(seconds=30), max_attempts: int = 8,
                  block: float = 5.0, batch: int = 32,
@@ -144,12 +146,14 @@ class RedisOutbound:
 
         await self.ensure_group()
         self._stopping = False
-        # One blocking read per shard waits on a connection of its own: a pool of their own
-        # keeps them from taking the dispatcher's connections.
-        pool = self._redis.connection_pool
-        self._reader = Redis(connection_pool=ConnectionPool(
-            connection_class=pool.connection_class, max_connections=SHARDS,
-            **pool.connection_kwargs))
+        if isinstance(self._redis, Redis):
+            # One blocking read per shard waits on a connection of its own: a pool of their
+            # own keeps them from taking the dispatcher's connections. (A cluster client has a
+            # pool per node, and the shards' streams are spread over the nodes.)
+            pool = self._redis.connection_pool
+            self._reader = Redis(connection_pool=ConnectionPool(
+                connection_class=pool.connection_class, max_connections=SHARDS,
+                **pool.connection_kwargs))
         self._tasks = [asyncio.create_task(self._run(shard), name=f"outbound-senders-{shard}")
                        for shard in range(SHARDS)]
         self._tasks.append(asyncio.create_task(self._reap_loop(), name="outbound-reaper"))
@@ -224,7 +228,7 @@ class RedisOutbound:
             await asyncio.sleep(self._block_ms / 1000)
         return tried
 
-    async def _round(self, shard: int, reader: Redis, block_ms: int | None, *,
+    async def _round(self, shard: int, reader: AnyRedis, block_ms: int | None, *,
                      claim: bool = False) -> int:
         stream = self._keys.outbound(shard)
         entries: list[Any] = []

@@ -26,7 +26,7 @@ from handoff.intake import EvidenceRef, HandoffReason
 from nlp.labels import Category, Demand, Emotion, Lang, Priority
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from bot.redis_client import AnyRedis
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +379,7 @@ return 1
 class RedisSessionStore:
     """Sessions as JSON strings in Redis, `SET … EX` so every key expires."""
 
-    def __init__(self, redis: Redis, *, keys: Keys | None = None,
+    def __init__(self, redis: AnyRedis, *, keys: Keys | None = None,
                  ttl: timedelta = SESSION_TTL) -> None:
         self._redis = redis
         self._keys = keys or Keys()
@@ -469,7 +469,7 @@ class RedisLockStore:
     the session store's revision check.
     """
 
-    def __init__(self, redis: Redis, *, keys: Keys | None = None,
+    def __init__(self, redis: AnyRedis, *, keys: Keys | None = None,
                  lease: timedelta = LOCK_LEASE, timeout: float = 30.0,
                  poll: float = 0.005, max_poll: float = 0.05) -> None:
         self._redis = redis
@@ -663,7 +663,7 @@ class RedisDeduplicator:
     Build it with the same `Keys` as the `RedisSessionStore`: `commit` writes the session too.
     """
 
-    def __init__(self, redis: Redis, *, keys: Keys | None = None,
+    def __init__(self, redis: AnyRedis, *, keys: Keys | None = None,
                  ttl: timedelta = DEDUP_TTL, session_ttl: timedelta = SESSION_TTL) -> None:
         self._redis = redis
         self._keys = keys or Keys()

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from channels.base import env_flag
 from channels.mail import MailConfig
 from channels.telegram import TelegramConfig
 from channels.webhook import WebhookConfig
@@ -68,6 +69,8 @@ class Settings:
     mail: MailConfig | None = None
     # The prefix of every Redis key (INTAKEBOT_REDIS_PREFIX), so deployments can share a Redis.
     redis_prefix: str | None = None
+    # REDIS_URL names a node of a Redis Cluster (INTAKEBOT_REDIS_CLUSTER=true; docs/deploy.md).
+    redis_cluster: bool = False
     # After-care (docs/aftercare.md): progress updates, the survey, the durable job loop.
     update_days: float = 3.0  # the longest silence towards a customer while a ticket is open
     survey_window_hours: tuple[int, int] = (24, 48)  # the survey goes out this long after close
@@ -104,6 +107,7 @@ class Settings:
             wechat=WeChatConfig.from_env(env),
             mail=MailConfig.from_env(env),
             redis_prefix=env.get("INTAKEBOT_REDIS_PREFIX") or None,
+            redis_cluster=env_flag(env, "INTAKEBOT_REDIS_CLUSTER", False),
             **_aftercare(env),
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -14,6 +14,22 @@ from channels.messages import IncomingMessage, OutgoingMessage
 # of the message's channel, and also returns them for channels that answer in-band (web chat's
 # POST response, WeChat's passive reply).
 OnMessage = Callable[[IncomingMessage], Awaitable[list[OutgoingMessage]]]
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A true/false setting (1/0, true/false, yes/no, on/off); `default` when unset.
+
+    Raises:
+        ValueError: anything else.
+    """
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false")
 
 
 class OutputChannel(Protocol):

@@ -56,7 +56,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from channels.base import ChannelError, OnMessage
+from channels.base import ChannelError, OnMessage, env_flag
 from channels.messages import Attachment, ConversationRef, IncomingMessage, OutgoingMessage
 from channels.ratelimit import RetryPolicy, retrying
 from channels.webchat import FileStore
@@ -173,7 +173,7 @@ class MailConfig:
         mail_from = env["MAIL_FROM"].strip()
         if "@" not in parseaddr(mail_from)[1]:
             raise ValueError("MAIL_FROM must be an e-mail address")
-        imap_tls = _flag(env, "MAIL_IMAP_TLS", True)
+        imap_tls = env_flag(env, "MAIL_IMAP_TLS", True)
         try:
             security = Security(env.get("MAIL_SMTP_SECURITY", "starttls").strip().lower())
         except ValueError as exc:
@@ -195,17 +195,6 @@ class MailConfig:
             smtp_password=env.get("MAIL_SMTP_PASSWORD", ""), mail_from=mail_from,
             poll_seconds=poll, imap_tls=imap_tls, smtp_security=security,
             mailbox=env.get("MAIL_IMAP_MAILBOX", "").strip() or "INBOX", tls_ca_file=ca_file)
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false")
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

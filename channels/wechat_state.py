@@ -30,6 +30,7 @@ from channels.base import ChannelError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 # WeChat retries three times within about 15 s; an answer is kept a while longer.
 ANSWER_TTL = timedelta(seconds=60)
@@ -216,7 +217,8 @@ class RedisWeChatState:
         owned: whether `close` closes the client.
     """
 
-    def __init__(self, redis: Redis, keys: WeChatKeys, *, owned: bool = True) -> None:
+    def __init__(self, redis: Redis | RedisCluster, keys: WeChatKeys, *,
+                 owned: bool = True) -> None:
         self._redis = redis
         self._keys = keys
         self._owned = owned
