@@ -88,7 +88,11 @@ def serve(
             typer.echo("error: --telegram-polling needs TELEGRAM_BOT_TOKEN", err=True)
             raise typer.Exit(2)
         env["TELEGRAM_POLLING"] = "1"
-    settings = Settings.from_env(env)
+    try:
+        settings = Settings.from_env(env)
+    except ValueError as exc:  # a malformed variable: say which, no traceback
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     run(settings, host=host or settings.host, port=port or settings.port)
 
 

@@ -292,6 +292,28 @@ def test_serve_has_host_and_port_options() -> None:
     assert "--host" in result.output and "--port" in result.output
 
 
+@pytest.mark.parametrize(("name", "value"), [("INTAKEBOT_REDIS_CLUSTER", "maybe"),
+                                              ("MAIL_IMAP_TLS", "sometimes")])
+def test_serve_names_a_malformed_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          name: str, value: str) -> None:
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    monkeypatch.setenv("INTAKEBOT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    if name.startswith("MAIL_"):  # the mail channel reads its flags once it is configured
+        for variable, setting in {"MAIL_IMAP_HOST": "imap.example.com",
+                                  "MAIL_IMAP_USER": "desk", "MAIL_IMAP_PASSWORD": "secret",
+                                  "MAIL_SMTP_HOST": "smtp.example.com",
+                                  "MAIL_FROM": "desk@example.com"}.items():
+            monkeypatch.setenv(variable, setting)
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2, result.output
+    assert f"{name} must be true or false" in result.output
+    assert "Traceback" not in result.output
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
