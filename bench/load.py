@@ -1,7 +1,7 @@
 """Concurrent web-chat conversations against the real server, and against a bare echo server.
 
     python bench/load.py [--conversations 200] [--duration 30] [--think 0]
-                         [--modes echo,embedded,redis-pg-1,redis-pg-2]
+                         [--modes echo,embedded,redis-pg-1,redis-pg-2,redis-cluster-2]
 
 Each mode starts its servers as subprocesses on free ports and stops them at the end:
 
@@ -14,6 +14,9 @@ Each mode starts its servers as subprocesses on free ports and stops them at the
   would; every message of a conversation may go to either process in production, which Redis
   makes safe, but here a conversation stays on one port to keep the client simple.
   SQLite and in-process state cannot be shared, so two processes run only on Redis + PostgreSQL.
+- ``redis-cluster-2``: two product processes on a Redis Cluster of three masters started for
+  the run (``bench/redis_cluster.py``, ``INTAKEBOT_REDIS_CLUSTER=true``) and PostgreSQL; not in
+  the default modes.
 
 The product processes run `bot.app.create_app` exactly as ``intakebot serve`` does (logging with
 the PII filter, the access log on), but through ``python bench/load.py serve`` so their Redis keys
@@ -54,6 +57,8 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.redis_cluster import running_cluster  # noqa: E402
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
@@ -438,12 +443,24 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> Result
             return await drive(mode, [server.port], [server.process.pid], args)
         finally:
             stop(server)
+    if mode == "redis-cluster-2":
+        with running_cluster(workdir / "redis-cluster") as cluster_url:
+            return await run_shared(mode, args, workdir, {
+                "REDIS_URL": cluster_url, "INTAKEBOT_REDIS_CLUSTER": "true"}, prefix=None)
     if mode not in ("redis-pg-1", "redis-pg-2"):
         raise SystemExit(f"unknown mode {mode!r}")
     prefix = f"loadbench-{uuid.uuid4().hex[:8]}:"
+    return await run_shared(mode, args, workdir, {"REDIS_URL": REDIS_URL}, prefix=prefix)
+
+
+async def run_shared(mode: str, args: argparse.Namespace, workdir: Path, redis: dict[str, str],
+                     *, prefix: str | None) -> Result:
+    """The mode's processes (as many as its last digit) on Redis and a fresh PostgreSQL
+    database; the Redis keys under `prefix` are deleted afterwards (a throw-away cluster needs
+    no prefix)."""
     servers: list[Server] = []
     async with postgres_database() as database_url:
-        env = {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL}
+        env = {"DATABASE_URL": database_url, **redis}
         try:
             # One after the other: the first start migrates and seeds the fresh database.
             for number in range(int(mode[-1])):
@@ -454,8 +471,9 @@ async def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> Result
         finally:
             for server in servers:
                 stop(server)
-            deleted = await delete_redis_prefix(prefix)
-            print(f"  deleted {deleted} Redis keys under {prefix}")
+            if prefix is not None:
+                deleted = await delete_redis_prefix(prefix)
+                print(f"  deleted {deleted} Redis keys under {prefix}")
 
 
 async def main_async(args: argparse.Namespace) -> None:

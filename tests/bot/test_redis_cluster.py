@@ -8,10 +8,6 @@ checks that on the wire), so the same scripts and MULTIs run on the cluster unch
 from __future__ import annotations
 
 import asyncio
-import random
-import shutil
-import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from bench.redis_cluster import ClusterUnavailable, running_cluster
 from bot.app import create_app
 from bot.dispatcher import Dispatcher
 from bot.engine import Engine
@@ -39,79 +36,15 @@ from nlp.analyzer import Analyzer
 
 pytestmark = pytest.mark.redis
 
-NODES = 3
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free with their cluster bus ports (10,000 higher, so below 55,536)."""
-    found: list[int] = []
-    rng = random.Random()
-    while len(found) < count:
-        port = rng.randrange(20_000, 45_000)
-        if port not in found and _bindable(port) and _bindable(port + 10_000):
-            found.append(port)
-    return found
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
 
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Three masters on free ports, the 16,384 slots split between them; a node's URL."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("the cluster tests need redis-server (Debian package redis-server)")
-    root = tmp_path_factory.mktemp("redis-cluster")
-    ports = _free_ports(NODES)
-    processes = []
     try:
-        for port in ports:
-            node = root / str(port)
-            node.mkdir()
-            processes.append(subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no"],
-                cwd=node, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in ports:
-            _wait_for(lambda port=port: _answers(port), "a node to start")
-        subprocess.run(["redis-cli", "--cluster", "create",
-                        *[f"127.0.0.1:{port}" for port in ports], "--cluster-replicas", "0",
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        _wait_for(lambda: all(b"cluster_state:ok" in _cli(port, "CLUSTER", "INFO")
-                              for port in ports), "the cluster to agree")
-        yield f"redis://127.0.0.1:{ports[0]}/0"
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=10)
-
-
-def _cli(port: int, *command: str) -> bytes:
-    return subprocess.run(["redis-cli", "-p", str(port), *command], capture_output=True,
-                          timeout=10).stdout
-
-
-def _answers(port: int) -> bool:
-    return _cli(port, "PING").strip() == b"PONG"
-
-
-def _wait_for(check: object, what: str, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+        with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as url:
+            yield url
+    except ClusterUnavailable as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
