@@ -495,7 +495,7 @@ class TicketStore:
                  number_tz: tzinfo = CHINA_TZ, sync_engine: Engine | None = None) -> None:
         self._engine = engine
         # SQLite file: the same database through the synchronous driver, for the hot
-        # transactions that run whole in a worker thread (`_transact`, Outbox).
+        # transactions that run whole in a worker thread (`_transact`).
         self.sync_engine = sync_engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sync_sessions = (None if sync_engine is None
@@ -971,14 +971,9 @@ class Outbox:
                         wanted=wanted)
         for _attempt in range(_REGISTER_ATTEMPTS):
             try:
-                # Every reply passes here. On SQLite the whole transaction is one call in a
-                # worker thread: through aiosqlite each statement is four trips to the event
-                # loop, and under load the single write lock was held for them all.
-                if self._store.sync_engine is not None:
-                    return await asyncio.to_thread(_in_transaction, self._store.sync_engine,
-                                                   write)
-                async with self._store._engine.begin() as connection:
-                    return await connection.run_sync(write)
+                # Every reply passes here: one worker-thread call on SQLite (`_transact`).
+                return await self._store._transact(
+                    lambda session: write(session.connection()))
             except IntegrityError as exc:
                 # Another writer stored one of the keys meanwhile: read it on the next attempt.
                 if not wanted:
@@ -1182,11 +1177,6 @@ _BUMPS: dict[str, Any] = {}
 
 
 _T = TypeVar("_T")
-
-
-def _in_transaction(engine: Engine, work: Callable[[Connection], _T]) -> _T:
-    with engine.begin() as connection:
-        return work(connection)
 
 
 def _in_session(sessions: sessionmaker[Session], work: Callable[[Session], _T]) -> _T:
