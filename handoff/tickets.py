@@ -1061,8 +1061,7 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def relink(conn: Session | Connection, ticket_ids: Iterable[str] = (), *,
-                 customers: Iterable[str | None] = (), orders: Iterable[str | None] = ()
-                 ) -> None:
+           customers: Iterable[str | None] = (), orders: Iterable[str | None] = ()) -> None:
     """Bring the report neighbours up to date after tickets were added, changed or deleted.
 
     Call it in the same transaction, after the change (flushed).

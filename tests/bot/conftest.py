@@ -105,6 +105,21 @@ class RecordingDesk:
 
 
 @dataclass
+class Flaky:
+    """The "telegram" output: fails the first send, then sends; no key, so at most once."""
+
+    name: str = "telegram"
+    sent: list[OutgoingMessage] = field(default_factory=list)
+    failures: int = 1
+
+    async def send(self, message: OutgoingMessage) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ChannelError("the Bot API answered 502")
+        self.sent.append(message)
+
+
+@dataclass
 class RecordingChannel:
     """An OutputChannel that keeps what it sends; `fail_at` makes that send fail."""
 

@@ -31,10 +31,9 @@ from bot.session import (
     RedisSessionStore,
     dedup_key,
 )
-from channels.base import ChannelError
-from channels.messages import ConversationRef, IncomingMessage, OutgoingMessage
+from channels.messages import ConversationRef, IncomingMessage
 from channels.wechat_state import RedisWeChatState
-from tests.bot.conftest import REDIS_URL
+from tests.bot.conftest import REDIS_URL, Flaky
 
 pytestmark = pytest.mark.redis
 
@@ -142,21 +141,6 @@ def slot_groups(monitor: Monitor, prefix: bytes) -> list[tuple[str, list[bytes]]
         elif ours:
             units.append((name.decode(), keys))
     return units
-
-
-@dataclass
-class Flaky:
-    """The "telegram" output: fails the first send, then sends; no key, so at most once."""
-
-    name: str = "telegram"
-    sent: list[OutgoingMessage] = field(default_factory=list)
-    failures: int = 1
-
-    async def send(self, message: OutgoingMessage) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ChannelError("the Bot API answered 502")
-        self.sent.append(message)
 
 
 async def test_every_multi_key_operation_stays_in_one_slot(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,11 +27,11 @@ from bot.outbound import RedisOutbound
 from bot.redis_client import connect
 from bot.session import RedisDeduplicator, RedisLockStore, RedisSessionStore
 from bot.settings import Settings
-from channels.base import ChannelError
-from channels.messages import ConversationRef, IncomingMessage, OutgoingMessage
+from channels.messages import ConversationRef, IncomingMessage
 from channels.wechat_state import RedisWeChatState
 from knowledge_base.service import make_searcher
 from nlp.analyzer import Analyzer
+from tests.bot.conftest import Flaky
 
 pytestmark = pytest.mark.redis
 
@@ -69,21 +68,6 @@ async def _delete_prefix(client: RedisCluster, prefix: str) -> None:
     for keys in (await _keys_per_node(client, prefix)).values():
         for key in keys:  # one by one: a DEL of several slots is refused, even on one node
             await client.delete(key)
-
-
-@dataclass
-class Flaky:
-    """The "telegram" output: fails the first send, then sends."""
-
-    name: str = "telegram"
-    sent: list[OutgoingMessage] = field(default_factory=list)
-    failures: int = 1
-
-    async def send(self, message: OutgoingMessage) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ChannelError("the Bot API answered 502")
-        self.sent.append(message)
 
 
 async def test_conversations_on_a_cluster_are_answered_once_and_spread(

@@ -245,12 +245,12 @@ async def test_hot_ticket_writes_on_one_sqlite_file_from_two_stores(sqlite_url: 
     conversation still make one ticket with every line once."""
     first = await TicketStore.open(sqlite_url)
     second = await TicketStore.open(sqlite_url)
-    assert first.sync_engine is not None and second.sync_engine is not None
     on_sync: list[str] = []
-    for store in (first, second):
-        event.listen(store.sync_engine, "before_cursor_execute",
-                     lambda _c, _cur, statement, *_: on_sync.append(statement.split()[0]))
     try:
+        for store in (first, second):
+            assert store.sync_engine is not None
+            event.listen(store.sync_engine, "before_cursor_execute",
+                         lambda _c, _cur, statement, *_: on_sync.append(statement.split()[0]))
         registrations = await asyncio.gather(*[
             store.register(draft("same"), department="quality", receiver="x", now=NOW)
             for _ in range(5) for store in (first, second)])
