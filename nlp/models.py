@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from nlp import backend_classical
 from nlp.backends import Progress, TriageBackend
 from nlp.corpus import DEFAULT_CORPUS_DIR, load
+from nlp.main_topic import MainTopicBackend
 
 if TYPE_CHECKING:
     from nlp.e5_heads import E5Heads
@@ -145,7 +146,8 @@ def load_backend(config: ModelConfig) -> tuple[TriageBackend, TriageBackend | No
         raise ValueError(f"unknown nlp backend {config.backend!r}; choose one of {BACKENDS}")
     classical = load_classical(config)
     if config.backend == "classical":
-        return with_e5(classical, config), None
+        # Spans are read by the classical model alone: E5 on each would cost it per span.
+        return MainTopicBackend(with_e5(classical, config), classical), None
     if config.model_path is None:
         raise ValueError(f"the {config.backend} backend needs INTAKEBOT_NLP_MODEL_PATH")
     if config.backend == "transformers":

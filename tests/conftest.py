@@ -11,6 +11,7 @@ import pytest
 
 from knowledge_base.retrieval import Searcher
 from nlp.analyzer import Analyzer
+from nlp.main_topic import MainTopicBackend
 from nlp.models import ModelConfig, load_classical
 
 
@@ -28,8 +29,9 @@ def model_config(data_dir: Path) -> ModelConfig:
 
 @pytest.fixture(scope="session")
 def analyzer(model_config: ModelConfig) -> Analyzer:
-    """The default classical analyzer, trained (or loaded from the cache) once per session."""
-    return Analyzer(load_classical(model_config))
+    """The default reading without E5: the classical model, trained (or loaded from the cache)
+    once per session, reading the main topic span by span."""
+    return Analyzer(MainTopicBackend(load_classical(model_config)))
 
 
 @pytest.fixture(scope="session")
