@@ -83,14 +83,24 @@ class _CompiledScorer:
                 offset += len(part.vocabulary_)
             else:
                 self._dense = (part, offset)
-        self._heads = [
-            (task, [str(c) for c in head.classes_], head.logistic_weight,
-             np.ascontiguousarray(head.logistic_.coef_.T, dtype=np.float32),
-             head.logistic_.intercept_.astype(np.float32),
-             np.ascontiguousarray(head.bayes_.feature_log_prob_.T, dtype=np.float32),
-             head.bayes_.class_log_prior_.astype(np.float32))
-            for task, head in heads.items()
-        ]
+        # Every head's logistic and naive-Bayes weights side by side in one matrix, so a text
+        # costs one gather of its feature rows and one product, not two per head.
+        blocks: list[np.ndarray] = []
+        biases: list[np.ndarray] = []
+        self._heads: list[tuple[str, list[str], float, slice, slice]] = []
+        start = 0
+        for task, head in heads.items():
+            for weights, bias in ((head.logistic_.coef_, head.logistic_.intercept_),
+                                  (head.bayes_.feature_log_prob_, head.bayes_.class_log_prior_)):
+                blocks.append(weights.T)
+                biases.append(bias)
+            logistic = slice(start, start + blocks[-2].shape[1])
+            bayes = slice(logistic.stop, logistic.stop + blocks[-1].shape[1])
+            start = bayes.stop
+            self._heads.append((task, [str(c) for c in head.classes_], head.logistic_weight,
+                                logistic, bayes))
+        self._weights = np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
+        self._bias = np.concatenate(biases).astype(np.float32)
 
     def score(self, text: str) -> Scores:
         index: list[int] = []
@@ -116,14 +126,15 @@ class _CompiledScorer:
         values.extend(dense[nz].tolist())
         cols = np.asarray(index, dtype=np.intp)
         vals = np.asarray(values, dtype=np.float32)
+        out = vals @ self._weights[cols] + self._bias
         result: Scores = {}
-        for task, labels, w, coef_t, intercept, log_prob_t, log_prior in self._heads:
-            z = vals @ coef_t[cols] + intercept
+        for task, labels, w, logistic_cols, bayes_cols in self._heads:
+            z = out[logistic_cols]
             p = 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
             # Binary heads keep one weight row, P(second class); multi-class heads are
             # one-vs-rest, normalised as sklearn's predict_proba does.
             logistic = np.array([1.0 - p[0], p[0]]) if len(labels) == 2 else p / p.sum()
-            joint = vals @ log_prob_t[cols] + log_prior
+            joint = out[bayes_cols]
             bayes = np.exp(joint - joint.max())
             probs = w * logistic + (1 - w) * bayes / bayes.sum()
             result[task] = dict(zip(labels, probs.tolist(), strict=True))
