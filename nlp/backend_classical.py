@@ -5,6 +5,7 @@ Trained in seconds on the project's corpus (data/nlu/), so it is trained on firs
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +108,10 @@ class _CompiledScorer:
         values: list[float] = []
         for analyze, vocabulary, idf, offset in self._tfidf:
             counts: dict[int, int] = {}
-            for gram in analyze(text):
+            for gram, n in Counter(analyze(text)).items():  # counted in C, looked up once each
                 j = vocabulary.get(gram)
                 if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
+                    counts[j] = n
             if not counts:
                 continue
             cols = np.fromiter(counts, dtype=np.intp, count=len(counts))
