@@ -30,6 +30,7 @@ cut, so the bot reads only what the customer just wrote.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import hashlib
@@ -42,7 +43,7 @@ import smtplib
 import ssl
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from email import policy
 from email.headerregistry import Address
@@ -557,8 +558,11 @@ class Fetched:
     raw: bytes
 
 
+Fetch = tuple[imaplib.IMAP4, list[Fetched]]  # a logged-in client and what it fetched
+
+
 class Mailbox:
-    """The IMAP side, blocking (imaplib): call its methods through `asyncio.to_thread`."""
+    """The IMAP side, blocking (imaplib): call its methods in a thread."""
 
     def __init__(self, config: MailConfig) -> None:
         self._config = config
@@ -581,7 +585,7 @@ class Mailbox:
             raise
         return client
 
-    def unseen(self, limit: int = 50) -> tuple[imaplib.IMAP4, list[Fetched]]:
+    def unseen(self, limit: int = 50) -> Fetch:
         """Log in and fetch up to `limit` unseen messages, oldest first, leaving them unseen."""
         client = self._connect()
         try:
@@ -612,7 +616,24 @@ def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _logout_later(fetching: asyncio.Future[tuple[imaplib.IMAP4, list[Fetched]]]) -> None:
+def _in_thread(fetch: Callable[[], Fetch]) -> concurrent.futures.Future[Fetch]:
+    """Run `fetch` in a thread of its own. A plain future, not an asyncio one: its callbacks
+    run in that thread, so they still run after the event loop has closed."""
+    future: concurrent.futures.Future[Fetch] = concurrent.futures.Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fetch())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="imap-fetch", daemon=True).start()
+    return future
+
+
+def _logout_fetched(fetching: concurrent.futures.Future[Fetch]) -> None:
+    """Log out the client of a fetch nobody is waiting for any more (its poll was cancelled)."""
     if not fetching.cancelled() and fetching.exception() is None:
         client, _ = fetching.result()
         threading.Thread(target=_logout, args=(client,), name="imap-logout", daemon=True).start()
@@ -782,13 +803,14 @@ class Mail:
                 the error is logged.
         """
         async with self._poll_lock:
-            fetching = asyncio.ensure_future(asyncio.to_thread(self._mailbox.unseen))
+            fetching = _in_thread(self._mailbox.unseen)
             try:
-                client, fetched = await asyncio.shield(fetching)
+                client, fetched = await asyncio.shield(asyncio.wrap_future(fetching))
             except asyncio.CancelledError:
-                # The thread logs in and fetches anyway: log it out when it is done, or its
-                # connection stays open until the garbage collector finds it.
-                fetching.add_done_callback(_logout_later)
+                # The thread logs in and fetches anyway: log it out when it is done, even if
+                # the event loop has closed by then, or its connection stays open until the
+                # garbage collector finds it.
+                fetching.add_done_callback(_logout_fetched)
                 raise
             try:
                 done = 0

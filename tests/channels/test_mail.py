@@ -855,3 +855,45 @@ async def test_a_poll_cancelled_mid_fetch_logs_its_connection_out(
     async with asyncio.timeout(10):
         while clients[0].state != "LOGOUT":
             await asyncio.sleep(0.02)
+
+
+async def test_a_cancelled_fetch_is_logged_out_after_its_event_loop_closed(
+        shop_factory: Callable[..., Awaitable[Shop]], tmp_path: Path) -> None:
+    """The app's loop closes (shutdown, a test's end) while the IMAP thread still fetches: the
+    connection is logged out all the same when the thread finishes."""
+    shop = await shop_factory()
+    fetched = threading.Event()
+    release = threading.Event()
+    clients: list[imaplib.IMAP4] = []
+
+    async def on_message(message: IncomingMessage) -> list[OutgoingMessage]:
+        return []
+
+    def poll_in_a_loop_that_closes() -> None:
+        channel = Mail(shop.channel.config, on_message, files=EvidenceStore(tmp_path))
+        unseen = channel._mailbox.unseen
+
+        def slow_unseen(limit: int = 50) -> tuple[imaplib.IMAP4, list[Fetched]]:
+            client, items = unseen(limit)
+            clients.append(client)
+            fetched.set()
+            release.wait(10)
+            return client, items
+
+        channel._mailbox.unseen = slow_unseen  # type: ignore[method-assign]
+
+        async def poll_then_cancel() -> None:
+            poll = asyncio.create_task(channel.poll())
+            assert await asyncio.to_thread(fetched.wait, 10)
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+
+        asyncio.run(poll_then_cancel())  # and its loop is closed
+
+    await asyncio.to_thread(poll_in_a_loop_that_closes)
+    assert clients[0].state == "SELECTED"  # the fetch is still under way
+    release.set()
+    async with asyncio.timeout(10):
+        while clients[0].state != "LOGOUT":
+            await asyncio.sleep(0.02)
