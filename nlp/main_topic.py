@@ -1,11 +1,12 @@
-"""The main topic of a multi-topic message, read clause by clause.
+"""The main topic of a multi-topic message, read span by span.
 
 The labelling rule (../shared/eval/README.md) takes the topic the customer is most upset about,
 and the first mentioned when several weigh the same. A bag of n-grams over the whole text weighs
 every topic by how many words it takes, so a review that complains about a broken screen and
-then praises the courier at length reads as logistics. Here each clause is scored on its own and
-weighted by how much of a complaint it is, earlier clauses a little more; the result is blended
-with the whole-text view, which still sees what no single clause says (docs/nlp.md).
+then praises the courier at length reads as logistics. Here each span (two neighbouring clauses)
+is scored on its own and weighted by how much of a complaint it is, earlier spans a little more;
+the result is blended with the whole-text view, which still sees what no single span says
+(docs/nlp.md).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def complaint_weight(scores: Scores) -> float:
 
 
 class MainTopicBackend(TriageBackend):
-    """Wraps a backend: category and subcategory blended with the clause-weighted view."""
+    """Wraps a backend: when its category is unsure, category and subcategory are blended with
+    the complaint-weighted view of the text's spans."""
 
     name = "main-topic"
 
@@ -59,9 +61,9 @@ class MainTopicBackend(TriageBackend):
                  weight: float = 0.4, decay: float = 0.7, gap: float = 0.4) -> None:
         self.inner = inner
         self.clause_scorer = clause_scorer or inner
-        self.gap = gap
-        self.weight = weight  # the clause view's share of the blended topic probabilities
-        self.decay = decay  # each later clause weighs this much of the one before
+        self.weight = weight  # the span view's share of the blended topic probabilities
+        self.decay = decay  # each later span weighs this much of the one before
+        self.gap = gap  # spans are read when the two best categories are closer than this
 
     @property
     def tasks(self) -> tuple[str, ...]:
