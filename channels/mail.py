@@ -640,10 +640,14 @@ def _logout_fetched(fetching: concurrent.futures.Future[Fetch]) -> None:
 
 
 def _logout(client: imaplib.IMAP4) -> None:
+    """Log out, and close the socket even when LOGOUT fails: imaplib closes it only after the
+    server's answer, so a dropped or confused connection would be left to the garbage collector."""
     try:
         client.logout()
-    except (imaplib.IMAP4.error, OSError) as exc:
+    except Exception as exc:  # whatever went wrong, the socket is closed below
         log.debug("mail: IMAP logout failed: %s", exc)
+        with contextlib.suppress(OSError):
+            client.shutdown()
 
 
 def _smtp_transient(exc: Exception) -> bool:

@@ -47,6 +47,7 @@ from channels.mail import (
     Security,
     SmtpLoginRefused,
     Thread,
+    _logout,
     build_reply,
     html_to_text,
     incoming_message,
@@ -897,3 +898,17 @@ async def test_a_cancelled_fetch_is_logged_out_after_its_event_loop_closed(
     async with asyncio.timeout(10):
         while clients[0].state != "LOGOUT":
             await asyncio.sleep(0.02)
+
+
+def test_a_failed_logout_still_closes_the_socket(dovecot: Dovecot,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """LOGOUT fails (the server dropped us, another thread confused the connection): imaplib
+    would leave the socket open; the channel closes it."""
+    client = dovecot.client()
+
+    def lost(*args: Any) -> Any:
+        raise imaplib.IMAP4.abort("socket error: EOF")
+
+    monkeypatch.setattr(client, "_simple_command", lost)
+    _logout(client)
+    assert client.sock.fileno() == -1
