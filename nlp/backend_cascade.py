@@ -68,7 +68,7 @@ def _unsure(scores: Scores, policy: CascadePolicy) -> tuple[bool, bool]:
     intent = scores.get("intent", {})
     needs_category = bool(intent) and max(intent, key=intent.__getitem__) not in _NO_CATEGORY
     category = False
-    if needs_category and "category" in scores:
+    if needs_category and policy.category_gap > 0.0 and "category" in scores:
         category = _gap(category_scores(scores["category"], scores.get("subcategory", {}))
                         ) < policy.category_gap
     emotion = ("emotion" in scores

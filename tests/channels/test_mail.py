@@ -827,34 +827,39 @@ async def test_imap_over_tls(certificate: Certificate, smtp: Smtp, tmp_path: Pat
         assert all("\\Seen" in f for f in server.flags())
 
 
+class HeldFetch:
+    """Holds a channel's IMAP fetch once it has fetched, until the test releases it."""
+
+    def __init__(self, channel: Mail) -> None:
+        self.fetched = threading.Event()
+        self.release = threading.Event()
+        self.clients: list[imaplib.IMAP4] = []
+        self._unseen = channel._mailbox.unseen
+        channel._mailbox.unseen = self._held  # type: ignore[method-assign]
+
+    def _held(self, limit: int = 50) -> tuple[imaplib.IMAP4, list[Fetched]]:
+        client, items = self._unseen(limit)
+        self.clients.append(client)
+        self.fetched.set()
+        self.release.wait(10)
+        return client, items
+
+
 async def test_a_poll_cancelled_mid_fetch_logs_its_connection_out(
         shop_factory: Callable[..., Awaitable[Shop]]) -> None:
     """Stopping the app while the IMAP thread fetches: the thread's connection is logged out
     when it finishes, not left for the garbage collector."""
     shop = await shop_factory()
-    mailbox = shop.channel._mailbox
-    fetched = threading.Event()
-    release = threading.Event()
-    clients: list[imaplib.IMAP4] = []
-    unseen = mailbox.unseen
-
-    def slow_unseen(limit: int = 50) -> tuple[imaplib.IMAP4, list[Fetched]]:
-        client, items = unseen(limit)
-        clients.append(client)
-        fetched.set()
-        release.wait(10)
-        return client, items
-
-    mailbox.unseen = slow_unseen  # type: ignore[method-assign]
+    held = HeldFetch(shop.channel)
     poll = asyncio.create_task(shop.channel.poll())
-    assert await asyncio.to_thread(fetched.wait, 10)
+    assert await asyncio.to_thread(held.fetched.wait, 10)
     poll.cancel()
     with pytest.raises(asyncio.CancelledError):
         await poll
-    assert clients[0].state == "SELECTED"  # still connected while the thread waits
-    release.set()
+    assert held.clients[0].state == "SELECTED"  # still connected while the thread waits
+    held.release.set()
     async with asyncio.timeout(10):
-        while clients[0].state != "LOGOUT":
+        while held.clients[0].state != "LOGOUT":
             await asyncio.sleep(0.02)
 
 
@@ -863,29 +868,17 @@ async def test_a_cancelled_fetch_is_logged_out_after_its_event_loop_closed(
     """The app's loop closes (shutdown, a test's end) while the IMAP thread still fetches: the
     connection is logged out all the same when the thread finishes."""
     shop = await shop_factory()
-    fetched = threading.Event()
-    release = threading.Event()
-    clients: list[imaplib.IMAP4] = []
 
     async def on_message(message: IncomingMessage) -> list[OutgoingMessage]:
         return []
 
+    channel = Mail(shop.channel.config, on_message, files=EvidenceStore(tmp_path))
+    held = HeldFetch(channel)
+
     def poll_in_a_loop_that_closes() -> None:
-        channel = Mail(shop.channel.config, on_message, files=EvidenceStore(tmp_path))
-        unseen = channel._mailbox.unseen
-
-        def slow_unseen(limit: int = 50) -> tuple[imaplib.IMAP4, list[Fetched]]:
-            client, items = unseen(limit)
-            clients.append(client)
-            fetched.set()
-            release.wait(10)
-            return client, items
-
-        channel._mailbox.unseen = slow_unseen  # type: ignore[method-assign]
-
         async def poll_then_cancel() -> None:
             poll = asyncio.create_task(channel.poll())
-            assert await asyncio.to_thread(fetched.wait, 10)
+            assert await asyncio.to_thread(held.fetched.wait, 10)
             poll.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poll
@@ -893,10 +886,10 @@ async def test_a_cancelled_fetch_is_logged_out_after_its_event_loop_closed(
         asyncio.run(poll_then_cancel())  # and its loop is closed
 
     await asyncio.to_thread(poll_in_a_loop_that_closes)
-    assert clients[0].state == "SELECTED"  # the fetch is still under way
-    release.set()
+    assert held.clients[0].state == "SELECTED"  # the fetch is still under way
+    held.release.set()
     async with asyncio.timeout(10):
-        while clients[0].state != "LOGOUT":
+        while held.clients[0].state != "LOGOUT":
             await asyncio.sleep(0.02)
 
 
