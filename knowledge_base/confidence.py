@@ -3,8 +3,10 @@
 For each candidate of the first-stage ranking (BM25 + dense, fused), features say how much of
 the question the entry covers and how much of the entry's question the customer's words cover,
 how strong its BM25 and dense scores are next to the other candidates', and how much of the
-question the knowledge base knows at all. A logistic regression turns them into a probability;
-candidates are reordered by it and the top one's probability is the answer's confidence.
+question the knowledge base knows at all. A logistic regression over the standardised features
+and their pairwise products turns them into a probability (the products let the model weigh one
+signal by another: a high cosine means more when the words agree too); candidates are reordered
+by it and the top one's probability is the answer's confidence.
 
 It is fitted on data the project makes itself (evaluation.calibration_samples): the seed FAQ's
 paraphrases asked with their own paraphrases held out, asked against the bare questions (as an
@@ -15,16 +17,22 @@ public evaluation files.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")  # the default model (E5)
 LEXICAL_CALIBRATION_FILE = Path(__file__).with_name("calibration-lexical.json")
 MINILM_CALIBRATION_FILE = Path(__file__).with_name("calibration-minilm.json")
 DEFAULT_THRESHOLD = 0.5
 NEVER = 1.01  # a probability no candidate reaches
+# Inverse regularisation strength of the fit: the seed's grouped cross-validation was flat over
+# 0.03-0.3 with pairwise terms (docs/knowledge_base.md); the middle of that range.
+FIT_C = 0.1
+Z_CLIP = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +64,32 @@ class Features:
         return [f.name for f in fields(Features)]
 
 
+def _pairs(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    return np.triu_indices(n)
+
+
+def expand(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Rows of standardised features -> [features, their pairwise products (i <= j)].
+
+    Values are clipped to +-Z_CLIP first: a feature that is nearly constant in the fitting data
+    (a cosine that only English questions have) would otherwise reach z = 9 on a new question,
+    and its square would swamp everything else.
+    """
+    z = np.clip(z, -Z_CLIP, Z_CLIP)
+    i, j = _pairs(z.shape[1])
+    return np.hstack([z, z[:, i] * z[:, j]])
+
+
+N_FEATURES = len(fields(Features))
+N_TERMS = N_FEATURES + N_FEATURES * (N_FEATURES + 1) // 2
+
+
 @dataclass(frozen=True, slots=True)
 class Calibrator:
-    """Logistic regression over Features: p = sigmoid(w . x + b), and the answer threshold."""
+    """p = sigmoid(w . [z, z_i z_j] + b), z the standardised features; and the answer threshold.
+
+    `weights` has N_TERMS values (a linear model's N_FEATURES are padded with zero products).
+    """
 
     weights: tuple[float, ...]
     bias: float
@@ -66,14 +97,31 @@ class Calibrator:
     # The probability above which the top candidate is as good as settled (lexical model: the
     # dense half is skipped); NEVER when not fitted.
     decisive: float = NEVER
+    mean: tuple[float, ...] = (0.0,) * N_FEATURES  # standardisation of the features
+    scale: tuple[float, ...] = (1.0,) * N_FEATURES
+
+    def __post_init__(self) -> None:
+        if len(self.weights) == N_FEATURES:
+            object.__setattr__(self, "weights",
+                               tuple(self.weights) + (0.0,) * (N_TERMS - N_FEATURES))
+        if (len(self.weights), len(self.mean), len(self.scale)) != (
+                N_TERMS, N_FEATURES, N_FEATURES):
+            raise ValueError("calibration sizes do not match the features")
+
+    def probabilities(self, candidates: Sequence[Features]) -> list[float]:
+        """Each candidate's probability of being the right answer (one numpy pass)."""
+        if not candidates:
+            return []
+        x = np.asarray([f.vector() for f in candidates], dtype=np.float64)
+        z = expand((x - np.asarray(self.mean)) / np.asarray(self.scale))
+        logits = np.clip(z @ np.asarray(self.weights) + self.bias, -40.0, 40.0)
+        return [float(p) for p in 1.0 / (1.0 + np.exp(-logits))]
 
     def probability(self, features: Features) -> float:
-        z = self.bias + sum(w * x for w, x in zip(self.weights, features.vector(), strict=True))
-        z = max(min(z, 40.0), -40.0)
-        return 1.0 / (1.0 + math.exp(-z))
+        return self.probabilities([features])[0]
 
     def with_threshold(self, threshold: float) -> Calibrator:
-        return Calibrator(self.weights, self.bias, threshold, self.decisive)
+        return replace(self, threshold=threshold)
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibrator:
@@ -82,7 +130,9 @@ class Calibrator:
             raise ValueError(f"{path}: fitted for other features; run `intakebot kb calibrate`")
         return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
                    float(data.get("threshold", DEFAULT_THRESHOLD)),
-                   float(data.get("decisive", NEVER)))
+                   float(data.get("decisive", NEVER)),
+                   tuple(float(m) for m in data.get("mean", (0.0,) * N_FEATURES)),
+                   tuple(float(s) for s in data.get("scale", (1.0,) * N_FEATURES)))
 
     def save(self, path: Path, report: dict[str, object] | None = None) -> None:
         data = {"features": Features.names(), **asdict(self), "report": report or {}}
@@ -107,7 +157,7 @@ class Sample:
     right: int | None
 
 
-def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float = 1.0,
+def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float = FIT_C,
         decisive_precision: float | None = None) -> tuple[Calibrator, dict[str, object]]:
     """Fit the pair model and pick the lowest threshold whose answers reach `precision_target`.
 
@@ -115,19 +165,23 @@ def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float =
     scores at or above the threshold, the share where that candidate is right. With
     `decisive_precision`, `decisive` is the lowest probability reaching that precision.
     """
-    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray([f.vector() for s in samples for f in s.candidates], dtype=np.float64)
     y = np.asarray([1 if s.right == i else 0 for s in samples for i in range(len(s.candidates))])
-    model = LogisticRegression(C=c, max_iter=5000)
-    model.fit(x, y)
-    calibrator = Calibrator(tuple(float(w) for w in model.coef_[0]), float(model.intercept_[0]))
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0  # a feature constant in the data (dense_on of one model)
+    model = LogisticRegression(C=c, max_iter=20_000)
+    model.fit(expand((x - mean) / scale), y)
+    calibrator = Calibrator(tuple(float(w) for w in model.coef_[0]), float(model.intercept_[0]),
+                            mean=tuple(float(m) for m in mean),
+                            scale=tuple(float(v) for v in scale))
     tops: list[tuple[float, bool]] = []
     for s in samples:
         if not s.candidates:
             continue
-        probs = [calibrator.probability(f) for f in s.candidates]
+        probs = calibrator.probabilities(s.candidates)
         best = max(range(len(probs)), key=probs.__getitem__)
         tops.append((probs[best], s.right == best))
     p = np.asarray([t[0] for t in tops])
@@ -142,7 +196,7 @@ def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float =
 
     threshold = lowest(precision_target, 0.5)
     decisive = NEVER if decisive_precision is None else lowest(decisive_precision, NEVER)
-    calibrator = Calibrator(calibrator.weights, calibrator.bias, threshold, decisive)
+    calibrator = replace(calibrator, threshold=threshold, decisive=decisive)
     chosen = p >= threshold
     answerable = np.asarray([s.right is not None for s in samples if s.candidates])
     report: dict[str, object] = {

@@ -370,9 +370,10 @@ class Searcher:
     @staticmethod
     def _score(candidates: list[tuple[int, Features]], calibrator: Calibrator
                ) -> list[tuple[float, int, int, Features]]:
+        probabilities = calibrator.probabilities([f for _, f in candidates])
         return sorted(
-            ((calibrator.probability(f), order, i, f)
-             for order, (i, f) in enumerate(candidates)),
+            ((p, order, i, f)
+             for order, ((i, f), p) in enumerate(zip(candidates, probabilities, strict=True))),
             key=lambda item: (-item[0], item[1]),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from knowledge_base.confidence import (
     CALIBRATION_FILE,
     LEXICAL_CALIBRATION_FILE,
     MINILM_CALIBRATION_FILE,
+    N_TERMS,
     Calibrator,
-    Features,
 )
 from knowledge_base.dense import E5Embedder, SentenceTransformerEmbedder
 from knowledge_base.entries import PublishedEntry
@@ -53,25 +54,40 @@ def test_dense_finds_what_shares_no_words() -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("钱啥时候能回到我卡上", "refund-timeline"),
-    ("买完第二天就降价了，差价能补给我吗", "price-protection"),
-    ("how long until I get my refund", "refund-timeline"),
+    ("钱啥时候能回到我卡上", {"refund-timeline"}),
+    # Two seed entries answer this one: the price-protection rules and how to claim.
+    ("买完第二天就降价了，差价能补给我吗", {"price-protection", "price-protection-apply"}),
+    ("how long until I get my refund", {"refund-timeline"}),
 ])
-def test_e5_hybrid_over_the_seed(e5_searcher: Searcher, text: str, expected: str) -> None:
+def test_e5_hybrid_over_the_seed(e5_searcher: Searcher, text: str, expected: set[str]) -> None:
     result = e5_searcher.search(text)
-    assert result.best is not None and result.best.id == expected
+    assert result.best is not None and result.best.id in expected
 
 
 def test_a_decisive_lexical_match_skips_the_embedding(e5_searcher: Searcher) -> None:
-    decisive = e5_searcher.lexical_calibrator.decisive
-    assert 0.5 < decisive <= 1
-    # An entry's own question, word for word: settled lexically, no query vector is made.
-    settled = e5_searcher.search("可以开增值税专用发票吗？")
-    assert settled.features is not None and settled.features.dense_on == 0.0
-    assert settled.confidence >= decisive and settled.confident
-    # A paraphrase sharing few words goes through the dense half.
-    asked = e5_searcher.search("公司报销要专票，能给开吗")
-    assert asked.features is not None and asked.features.dense_on == 1.0
+    # The shipped lexical model reaches no decisive level (1.01, see docs/knowledge_base.md);
+    # an operator's fit may. The gate is checked with a level between two questions' lexical
+    # confidences: the one that reaches it is settled lexically, the other is embedded.
+    shipped = e5_searcher.lexical_calibrator
+    snapshot = e5_searcher.snapshot
+    texts = ("可以开增值税专用发票吗？", "公司报销要专票，能给开吗")
+    lexical = {t: max(shipped.probabilities(
+        [f for _, f in e5_searcher.candidates(snapshot, t, dense=False)])) for t in texts}
+    settles, asks = sorted(texts, key=lexical.__getitem__, reverse=True)
+    assert lexical[settles] > lexical[asks]
+    e5_searcher.lexical_calibrator = replace(shipped, decisive=lexical[settles])
+    try:
+        settled = e5_searcher.search(settles)
+        assert settled.features is not None and settled.features.dense_on == 0.0
+        assert settled.confidence == pytest.approx(lexical[settles])
+        asked = e5_searcher.search(asks)
+        assert asked.features is not None and asked.features.dense_on == 1.0
+    finally:
+        e5_searcher.lexical_calibrator = shipped
+    # The shipped model settles nothing: every question is embedded.
+    assert shipped.decisive > 1
+    assert all(e5_searcher.search(t).features.dense_on == 1.0  # type: ignore[union-attr]
+               for t in texts)
 
 
 def test_dense_text_drops_chat_noise() -> None:
@@ -95,7 +111,7 @@ def test_each_model_has_its_calibration(tmp_path: Path) -> None:
     assert calibration_file(make_embedder("minilm")) == MINILM_CALIBRATION_FILE
     for path in (CALIBRATION_FILE, LEXICAL_CALIBRATION_FILE, MINILM_CALIBRATION_FILE):
         calibrator = Calibrator.load(path)
-        assert 0 < calibrator.threshold < 1 and len(calibrator.weights) == len(Features.names())
+        assert 0 < calibrator.threshold < 1 and len(calibrator.weights) == N_TERMS
     # A searcher scores lexical-only questions with the lexical model.
     searcher = make_searcher()
     assert searcher.lexical_calibrator == Calibrator.load(LEXICAL_CALIBRATION_FILE)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+import random
 from pathlib import Path
 
 import pytest
 
-from knowledge_base.confidence import Calibrator, Features, fit
+from knowledge_base.confidence import N_FEATURES, N_TERMS, Calibrator, Features, Sample, fit
 from knowledge_base.entries import PublishedEntry
 from knowledge_base.errors import ImportRejected
 from knowledge_base.evaluation import (
@@ -64,7 +67,63 @@ def test_calibration_fits_and_separates(lexical_searcher: Searcher,
                                   chat_style=False)
     calibrator, report = fit(samples, precision_target=0.7)
     assert 0 < calibrator.threshold < 1 and 0 < int(str(report["questions"])) <= len(samples)
-    assert len(calibrator.weights) == len(Features.names())
+    assert len(calibrator.weights) == N_TERMS and len(calibrator.scale) == N_FEATURES
+
+
+def _features(**values: float) -> Features:
+    return Features(**{name: values.get(name, 0.0) for name in Features.names()})
+
+
+def test_a_linear_calibration_file_still_loads_and_scores_alike(tmp_path: Path) -> None:
+    # Files written before the pairwise terms: N_FEATURES weights, no standardisation.
+    weights = [0.1 * (k + 1) for k in range(N_FEATURES)]
+    path = tmp_path / "linear.json"
+    path.write_text(json.dumps({"features": Features.names(), "weights": weights, "bias": -1.0,
+                                "threshold": 0.6}), encoding="utf-8")
+    calibrator = Calibrator.load(path)
+    assert len(calibrator.weights) == N_TERMS and calibrator.threshold == 0.6
+    f = _features(dense=0.8, coverage_question=0.5, length=2.0)
+    z = -1.0 + sum(w * x for w, x in zip(weights, f.vector(), strict=True))
+    assert calibrator.probability(f) == pytest.approx(1 / (1 + math.exp(-z)))
+
+
+def _pair(first: str, second: str) -> tuple[int, int, int]:
+    """The two features' indexes and their product's index among the weights."""
+    names = Features.names()
+    a, b = sorted((names.index(first), names.index(second)))
+    return a, b, N_FEATURES + sum(N_FEATURES - k for k in range(a)) + (b - a)  # triu order
+
+
+def test_pairwise_terms_score_a_product_of_standardised_features() -> None:
+    a, b, pair = _pair("dense", "coverage_question")
+    weights = [0.0] * N_TERMS
+    weights[pair] = 2.0
+    mean = [0.0] * N_FEATURES
+    scale = [1.0] * N_FEATURES
+    mean[a], scale[a] = 0.5, 0.25
+    calibrator = Calibrator(tuple(weights), 0.0, mean=tuple(mean), scale=tuple(scale))
+    f = _features(dense=0.9, coverage_question=0.7)
+    za = (f.vector()[a] - 0.5) / 0.25
+    expected = 1 / (1 + math.exp(-2.0 * za * f.vector()[b]))
+    assert calibrator.probability(f) == pytest.approx(expected)
+    assert calibrator.probabilities([f, f]) == pytest.approx([expected, expected])
+
+
+def test_the_fit_learns_when_one_signal_matters_only_with_another() -> None:
+    # The right candidate has a high cosine *and* words in common, or neither: a relation no
+    # single weight per feature can express (the product can).
+    rng = random.Random(7)
+    samples = []
+    for _ in range(400):
+        candidates = [_features(dense=rng.random(), coverage_question=rng.random(),
+                                length=rng.random()) for _ in range(4)]
+        agreement = [(c.dense - 0.5) * (c.coverage_question - 0.5) for c in candidates]
+        samples.append(Sample(tuple(candidates), agreement.index(max(agreement))))
+    calibrator, report = fit(samples, precision_target=0.5, c=10.0)
+    assert float(str(report["top1_right"])) > 0.8
+    # It got there through the product: the heaviest weight of all is that pair's.
+    product = _pair("dense", "coverage_question")[2]
+    assert max(range(N_TERMS), key=lambda k: abs(calibrator.weights[k])) == product
 
 
 def test_shipped_calibration_loads() -> None:
