@@ -64,10 +64,6 @@ class Features:
         return [f.name for f in fields(Features)]
 
 
-def _pairs(n: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    return np.triu_indices(n)
-
-
 def expand(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Rows of standardised features -> [features, their pairwise products (i <= j)].
 
@@ -76,7 +72,7 @@ def expand(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     and its square would swamp everything else.
     """
     z = np.clip(z, -Z_CLIP, Z_CLIP)
-    i, j = _pairs(z.shape[1])
+    i, j = np.triu_indices(z.shape[1])
     return np.hstack([z, z[:, i] * z[:, j]])
 
 
@@ -88,7 +84,7 @@ N_TERMS = N_FEATURES + N_FEATURES * (N_FEATURES + 1) // 2
 class Calibrator:
     """p = sigmoid(w . [z, z_i z_j] + b), z the standardised features; and the answer threshold.
 
-    `weights` has N_TERMS values (a linear model's N_FEATURES are padded with zero products).
+    `weights` has N_TERMS values (a linear prior's N_FEATURES are padded with zero products).
     """
 
     weights: tuple[float, ...]
@@ -128,11 +124,16 @@ class Calibrator:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("features") != Features.names():
             raise ValueError(f"{path}: fitted for other features; run `intakebot kb calibrate`")
+        if "mean" not in data or len(data["weights"]) != N_TERMS:
+            # A linear fit of an earlier version: its raw features were never standardised or
+            # clipped, so it cannot be scored the way this model is.
+            raise ValueError(f"{path}: a linear fit of an earlier version; run "
+                             "`intakebot kb calibrate`")
         return cls(tuple(float(w) for w in data["weights"]), float(data["bias"]),
                    float(data.get("threshold", DEFAULT_THRESHOLD)),
                    float(data.get("decisive", NEVER)),
-                   tuple(float(m) for m in data.get("mean", (0.0,) * N_FEATURES)),
-                   tuple(float(s) for s in data.get("scale", (1.0,) * N_FEATURES)))
+                   tuple(float(m) for m in data["mean"]),
+                   tuple(float(s) for s in data["scale"]))
 
     def save(self, path: Path, report: dict[str, object] | None = None) -> None:
         data = {"features": Features.names(), **asdict(self), "report": report or {}}

@@ -74,17 +74,22 @@ def _features(**values: float) -> Features:
     return Features(**{name: values.get(name, 0.0) for name in Features.names()})
 
 
-def test_a_linear_calibration_file_still_loads_and_scores_alike(tmp_path: Path) -> None:
-    # Files written before the pairwise terms: N_FEATURES weights, no standardisation.
-    weights = [0.1 * (k + 1) for k in range(N_FEATURES)]
+def test_a_linear_calibration_file_of_an_earlier_version_asks_for_a_refit(tmp_path: Path
+                                                                          ) -> None:
     path = tmp_path / "linear.json"
-    path.write_text(json.dumps({"features": Features.names(), "weights": weights, "bias": -1.0,
-                                "threshold": 0.6}), encoding="utf-8")
-    calibrator = Calibrator.load(path)
-    assert len(calibrator.weights) == N_TERMS and calibrator.threshold == 0.6
-    f = _features(dense=0.8, coverage_question=0.5, length=2.0)
-    z = -1.0 + sum(w * x for w, x in zip(weights, f.vector(), strict=True))
-    assert calibrator.probability(f) == pytest.approx(1 / (1 + math.exp(-z)))
+    path.write_text(json.dumps({"features": Features.names(), "weights": [0.1] * N_FEATURES,
+                                "bias": -1.0, "threshold": 0.6}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"earlier version.*kb calibrate"):
+        Calibrator.load(path)
+
+
+def test_a_linear_prior_scores_its_raw_features() -> None:
+    # uninformed(): weights on three features in [0, 1], no standardisation, no products.
+    prior = Calibrator.uninformed()
+    assert len(prior.weights) == N_TERMS and not any(prior.weights[N_FEATURES:])
+    f = _features(coverage_question=0.5, reverse_coverage=1.0, relative_lexical=0.8)
+    z = -5.0 + 3.0 * 0.5 + 3.0 * 1.0 + 2.0 * 0.8
+    assert prior.probability(f) == pytest.approx(1 / (1 + math.exp(-z)))
 
 
 def _pair(first: str, second: str) -> tuple[int, int, int]:
