@@ -348,10 +348,13 @@ class Searcher:
             return SearchResult(text, (), 0.0, False)
         stage = self._lexical_stage(snapshot, text)
         calibrator = self.lexical_calibrator
-        candidates = self._features(snapshot, stage, None)
-        scored = self._score(candidates, calibrator)
-        if self.dense_serves(snapshot, text) and not (
-                self.config.gate and scored and scored[0][0] >= calibrator.decisive):
+        dense = self.dense_serves(snapshot, text)
+        # The lexical model's ranking is needed when dense cannot run, or to see whether it
+        # settles the question (a fit whose `decisive` is NEVER settles nothing).
+        gate = self.config.gate and calibrator.decisive <= 1.0
+        scored = (self._score(self._features(snapshot, stage, None), calibrator)
+                  if not dense or gate else [])
+        if dense and not (gate and scored and scored[0][0] >= calibrator.decisive):
             calibrator = self.calibrator
             scored = self._score(self._features(
                 snapshot, stage, self._dense_scores(snapshot, text)), calibrator)
