@@ -84,7 +84,7 @@ N_TERMS = N_FEATURES + N_FEATURES * (N_FEATURES + 1) // 2
 class Calibrator:
     """p = sigmoid(w . [z, z_i z_j] + b), z the standardised features; and the answer threshold.
 
-    `weights` has N_TERMS values (a linear prior's N_FEATURES are padded with zero products).
+    `weights` has N_TERMS values: the features' first, then their products'.
     """
 
     weights: tuple[float, ...]
@@ -97,9 +97,6 @@ class Calibrator:
     scale: tuple[float, ...] = (1.0,) * N_FEATURES
 
     def __post_init__(self) -> None:
-        if len(self.weights) == N_FEATURES:
-            object.__setattr__(self, "weights",
-                               tuple(self.weights) + (0.0,) * (N_TERMS - N_FEATURES))
         if (len(self.weights), len(self.mean), len(self.scale)) != (
                 N_TERMS, N_FEATURES, N_FEATURES):
             raise ValueError("calibration sizes do not match the features")
@@ -112,9 +109,6 @@ class Calibrator:
         z = expand((x - np.asarray(self.mean)) / np.asarray(self.scale))
         logits = np.clip(z @ np.asarray(self.weights) + self.bias, -40.0, 40.0)
         return [float(p) for p in 1.0 / (1.0 + np.exp(-logits))]
-
-    def probability(self, features: Features) -> float:
-        return self.probabilities([features])[0]
 
     def with_threshold(self, threshold: float) -> Calibrator:
         return replace(self, threshold=threshold)
@@ -143,7 +137,7 @@ class Calibrator:
     def uninformed(cls) -> Calibrator:
         """A rough prior for when no calibration file exists: coverage decides."""
         names = Features.names()
-        weights = [0.0] * len(names)
+        weights = [0.0] * N_TERMS  # linear: no weight on the products
         weights[names.index("coverage_question")] = 3.0
         weights[names.index("reverse_coverage")] = 3.0
         weights[names.index("relative_lexical")] = 2.0

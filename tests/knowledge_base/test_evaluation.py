@@ -89,7 +89,7 @@ def test_a_linear_prior_scores_its_raw_features() -> None:
     assert len(prior.weights) == N_TERMS and not any(prior.weights[N_FEATURES:])
     f = _features(coverage_question=0.5, reverse_coverage=1.0, relative_lexical=0.8)
     z = -5.0 + 3.0 * 0.5 + 3.0 * 1.0 + 2.0 * 0.8
-    assert prior.probability(f) == pytest.approx(1 / (1 + math.exp(-z)))
+    assert prior.probabilities([f])[0] == pytest.approx(1 / (1 + math.exp(-z)))
 
 
 def _pair(first: str, second: str) -> tuple[int, int, int]:
@@ -110,7 +110,7 @@ def test_pairwise_terms_score_a_product_of_standardised_features() -> None:
     f = _features(dense=0.9, coverage_question=0.7)
     za = (f.vector()[a] - 0.5) / 0.25
     expected = 1 / (1 + math.exp(-2.0 * za * f.vector()[b]))
-    assert calibrator.probability(f) == pytest.approx(expected)
+    assert calibrator.probabilities([f])[0] == pytest.approx(expected)
     assert calibrator.probabilities([f, f]) == pytest.approx([expected, expected])
 
 
