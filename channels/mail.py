@@ -53,7 +53,7 @@ from email.utils import formatdate, getaddresses, make_msgid, parseaddr
 from enum import Enum
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
@@ -616,19 +616,23 @@ def _quote(mailbox: str) -> str:
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _in_thread(fetch: Callable[[], Fetch]) -> concurrent.futures.Future[Fetch]:
-    """Run `fetch` in a thread of its own. A plain future, not an asyncio one: its callbacks
-    run in that thread, so they still run after the event loop has closed."""
-    future: concurrent.futures.Future[Fetch] = concurrent.futures.Future()
+_T = TypeVar("_T")
+
+
+def _in_thread(work: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+    """Run `work` in a thread of its own. A plain future, not an asyncio one: its callbacks
+    run in that thread, so they still run after the event loop has closed, and the work does
+    not depend on the loop's executor, which is gone once the loop shuts down."""
+    future: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
     def run() -> None:
         if future.set_running_or_notify_cancel():
             try:
-                future.set_result(fetch())
+                future.set_result(work())
             except BaseException as exc:
                 future.set_exception(exc)
 
-    threading.Thread(target=run, name="imap-fetch", daemon=True).start()
+    threading.Thread(target=run, name="imap", daemon=True).start()
     return future
 
 
@@ -823,7 +827,10 @@ class Mail:
                         done += 1
                 return done
             finally:
-                await asyncio.to_thread(_logout, client)
+                # A poll cancelled while it handles a message (the app is closing) must still
+                # log out: the thread runs on even if this await is cancelled again or the
+                # loop's executor has shut down.
+                await asyncio.shield(asyncio.wrap_future(_in_thread(lambda: _logout(client))))
 
     async def _process(self, client: imaplib.IMAP4, item: Fetched) -> bool:
         try:
