@@ -49,8 +49,12 @@ def database_url(data_dir: Path | None, url: str | None) -> str:
         if url.startswith("sqlite://"):
             return "sqlite+aiosqlite://" + url[len("sqlite://"):]
         return url
-    directory = (data_dir or Path.home() / ".intakebot").expanduser()
-    return f"sqlite+aiosqlite:///{directory / 'intakebot.db'}"
+    return f"sqlite+aiosqlite:///{data_directory(data_dir) / 'intakebot.db'}"
+
+
+def data_directory(data_dir: Path | None) -> Path:
+    """--data-dir or INTAKEBOT_DATA_DIR, else ~/.intakebot (what `serve` uses too)."""
+    return (data_dir or Path.home() / ".intakebot").expanduser()
 
 
 def _actor() -> str:
@@ -87,13 +91,19 @@ async def _with_store(url: str, body: Callable[[Any], Awaitable[T]]) -> T:
 
 async def _with_kb(url: str, body: Callable[[Any], Awaitable[T]], *, dense: bool = True,
                    model: str | None = None, threshold: float | None = None,
-                   redis_url: str | None = None) -> T:
+                   redis_url: str | None = None, whole_index: bool = False,
+                   vector_cache_dir: Path | None = None) -> T:
+    """Run `body` on an open knowledge base; `whole_index` waits for the dense half first."""
     from knowledge_base.service import KnowledgeBase, KnowledgeBaseConfig
 
     kb = await KnowledgeBase.open(KnowledgeBaseConfig(
         database_url=url, redis_url=redis_url, embedding_model=model, dense=dense,
-        threshold=threshold, record_gaps=False))
+        threshold=threshold, record_gaps=False, vector_cache_dir=vector_cache_dir))
     try:
+        if whole_index:
+            # A bot answers lexically while the dense half is built in the background; a
+            # command that prints search results must not, or its answers are lexical only.
+            await kb.ready()
         return await body(kb)
     finally:
         await kb.close()
@@ -352,7 +362,8 @@ def search(
         return [await kb.search(t, top_k=top_k, record_gap=False) for t in texts]
 
     results = _run(_with_kb(database_url(data_dir, db), body, dense=not no_dense, model=model,
-                            threshold=threshold))
+                            threshold=threshold, whole_index=True,
+                            vector_cache_dir=data_directory(data_dir)))
     for result in results:
         if as_json or batch is not None:
             typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -398,7 +409,8 @@ def eval_(
     with tempfile.TemporaryDirectory(prefix="intakebot-kb-eval-") as tmp:
         url = (f"sqlite+aiosqlite:///{Path(tmp) / 'kb.db'}" if items is not None
                else database_url(data_dir, db))
-        report = _run(_with_kb(url, body, dense=not no_dense, model=model, threshold=threshold))
+        report = _run(_with_kb(url, body, dense=not no_dense, model=model, threshold=threshold,
+                               whole_index=True))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
         return

