@@ -812,13 +812,16 @@ class Mail:
         """
         async with self._poll_lock:
             fetching = _in_thread(self._mailbox.unseen)
+            waiting = asyncio.wrap_future(fetching)
             try:
-                client, fetched = await asyncio.shield(asyncio.wrap_future(fetching))
+                client, fetched = await asyncio.shield(waiting)
             except asyncio.CancelledError:
                 # The thread logs in and fetches anyway: log it out when it is done, even if
                 # the event loop has closed by then, or its connection stays open until the
-                # garbage collector finds it.
+                # garbage collector finds it. Its failure is nobody's now (the mailbox may be
+                # gone with the app): retrieved here, not reported as "never retrieved".
                 fetching.add_done_callback(_logout_fetched)
+                waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
                 raise
             try:
                 done = 0
