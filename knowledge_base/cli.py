@@ -431,6 +431,9 @@ def calibrate(
     out_of_scope: Annotated[Path | None, typer.Option(
         help="JSON Lines of questions nothing answers (default data/kb/out_of_scope.jsonl).")]
     = None,
+    customer_questions: Annotated[Path | None, typer.Option(
+        help='JSON Lines of {"text", "faq_id" or null}: real customer messages labelled with '
+             "the seed entry that answers them (or null), asked as they are.")] = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Where to write the dense model's calibration (default: the "
         "packaged file of that model).")] = None,
@@ -453,15 +456,22 @@ def calibrate(
     """
     from knowledge_base.confidence import LEXICAL_CALIBRATION_FILE, Calibrator, fit
     from knowledge_base.entries import PublishedEntry
-    from knowledge_base.evaluation import calibration_samples, read_out_of_scope
+    from knowledge_base.evaluation import calibration_samples, read_out_of_scope, read_queries
     from knowledge_base.files import load_file
     from knowledge_base.service import SEED_FILE, calibration_file, make_searcher
 
     try:
         seed_entries = [PublishedEntry(i, 1, c) for i, c in load_file(seed or SEED_FILE)]
         oos = read_out_of_scope(out_of_scope) if out_of_scope else read_out_of_scope()
+        customer = read_queries(customer_questions) if customer_questions else []
     except KnowledgeBaseError as exc:
         raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot read {customer_questions}: {exc}") from exc
+    unknown = sorted({q.faq_id for q in customer if q.faq_id is not None}
+                     - {e.id for e in seed_entries})
+    if unknown:
+        raise _fail(f"customer questions name entries the seed does not have: {unknown}")
     # The features do not depend on the calibrator: fit from scratch, whatever is shipped.
     searcher = make_searcher(embedding_model=model, dense=not no_dense,
                              calibrator=Calibrator.uninformed(),
@@ -471,7 +481,8 @@ def calibrate(
     if searcher.embedder is not None:
         jobs.append((True, output or calibration_file(searcher.embedder)))
     for dense, target in jobs:
-        samples = calibration_samples(searcher, seed_entries, oos, dense=dense)
+        samples = calibration_samples(searcher, seed_entries, oos, dense=dense,
+                                      customer=customer)
         calibrator, report = fit(samples, precision_target=precision,
                                  decisive_precision=None if dense else decisive_precision)
         calibrator.save(target, report)

@@ -140,6 +140,7 @@ def calibration_samples(
     chat_style: bool = True,
     dense: bool = True,
     progress: Callable[[int], None] | None = None,
+    customer: Sequence[Query] = (),
 ) -> list[Sample]:
     """Candidates' features and the right one, from the seed FAQ and out-of-scope questions.
 
@@ -147,16 +148,19 @@ def calibration_samples(
        asked; the other paraphrases stay (a curated knowledge base).
     2. Every paraphrase asked against the bare questions and answers (an imported FAQ).
     3. Every out-of-scope question asked against both indexes: all negatives.
+    4. `customer` messages (a deployment's real chats, labelled with the seed entry that
+       answers them or None) asked against both indexes, as they are.
 
-    With `chat_style`, every question is asked a second time wrapped in chat noise; `dense`
-    = False leaves the dense half out (the lexical-only model's data).
+    With `chat_style`, the questions of 1-3 are asked a second time wrapped in chat noise;
+    `dense` = False leaves the dense half out (the lexical-only model's data).
     """
     samples: list[Sample] = []
 
-    def ask(entries: Sequence[PublishedEntry], asked: Iterable[tuple[str, str | None]]) -> None:
+    def ask(entries: Sequence[PublishedEntry], asked: Iterable[tuple[str, str | None]], *,
+            chat: bool = chat_style) -> None:
         snapshot = searcher.build(entries, dense=dense)
         questions = list(asked)
-        if chat_style:
+        if chat:
             questions += [(chat_variant(t, n), a) for n, (t, a) in enumerate(questions)]
         for text, answer in questions:
             candidates = searcher.candidates(snapshot, text, dense=dense)
@@ -180,4 +184,8 @@ def calibration_samples(
     ask([_bare(e) for e in seed], [(p, entry_id) for p, entry_id, _ in pairs])
     ask(seed, [(t, None) for t in oos])
     ask([_bare(e) for e in seed], [(t, None) for t in oos])
+    if customer:
+        messages = [(q.text, q.faq_id) for q in customer]
+        ask(seed, messages, chat=False)
+        ask([_bare(e) for e in seed], messages, chat=False)
     return samples

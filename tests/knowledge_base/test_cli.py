@@ -87,6 +87,17 @@ def test_search_answers_from_the_whole_index(data_dir: Path, tmp_path: Path) -> 
     assert (data_dir / "kb-vectors-e5.npz").exists()
 
 
+def test_calibrate_refuses_customer_messages_for_unknown_entries(data_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    labelled = tmp_path / "customer.jsonl"
+    labelled.write_text('{"text": "怎么取消订单", "faq_id": "cancel-order"}\n'
+                        '{"text": "猫粮哪个牌子", "faq_id": "pet-food"}\n', encoding="utf-8")
+    out = tmp_path / "c.json"
+    code, _, err = kb("calibrate", "--no-dense", "--customer-questions", str(labelled),
+                      "-o", str(out))
+    assert code == 1 and "pet-food" in err and not out.exists()
+
+
 def test_search_batch_eval_gaps_apikey(data_dir: Path, tmp_path: Path) -> None:
     from knowledge_base.service import SEED_FILE
 

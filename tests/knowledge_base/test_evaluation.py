@@ -70,6 +70,24 @@ def test_calibration_fits_and_separates(lexical_searcher: Searcher,
     assert len(calibrator.weights) == N_TERMS and len(calibrator.scale) == N_FEATURES
 
 
+def test_labelled_customer_messages_join_the_calibration(lexical_searcher: Searcher,
+                                                        seed_entries: list[PublishedEntry]
+                                                        ) -> None:
+    seed = seed_entries[:20]
+    plain = calibration_samples(lexical_searcher, seed, ["讲个笑话"], folds=2, chat_style=False)
+    target = next(e for e in seed if e.id == "cancel-order")
+    customer = [Query("你好 我刚才下的单 拍错颜色了 不想要了 怎么取消啊", target.id),
+                Query("你们家的猫粮是哪个牌子的", None)]
+    samples = calibration_samples(lexical_searcher, seed, ["讲个笑话"], folds=2,
+                                  chat_style=True, customer=customer)
+    # asked against the curated and the bare FAQ, once each, never wrapped in chat noise
+    assert len(samples) == 2 * len(plain) + 2 * len(customer)
+    added = samples[-4:]
+    for sample, query in zip(added, customer * 2, strict=True):
+        if query.faq_id is None:
+            assert sample.right is None
+        else:
+            assert sample.right is not None  # the entry is among the candidates, marked right
 def _features(**values: float) -> Features:
     return Features(**{name: values.get(name, 0.0) for name in Features.names()})
 
