@@ -297,6 +297,13 @@ static int pack_q4(const block_q4_0 *W, int nout, int nin, packed_t *p) {
 
 static void unpack(packed_t *p) { free(p->w); free(p->d); p->w = NULL; p->d = NULL; }
 
+static void unpack_layers(e5_model *m) {
+    for (int l = 0; l < m->NL; l++) {
+        layer_t *ly = &m->layers[l];
+        unpack(&ly->pq); unpack(&ly->pk); unpack(&ly->pv); unpack(&ly->pao); unpack(&ly->pfi); unpack(&ly->pfo);
+    }
+}
+
 /* quantize_acts, written in the grouped layout (same rounding, same values). */
 static void quantize_acts_v(const float *RESTRICT X, int L, int nin,
                             int8_t *RESTRICT q, float *RESTRICT d, int32_t *RESTRICT s) {
@@ -407,11 +414,8 @@ static void enable_vnni(e5_model *m) {
           && pack_q4(ly->vw, m->H, m->H, &ly->pv) == 0 && pack_q4(ly->aow, m->H, m->H, &ly->pao) == 0
           && pack_q4(ly->fiw, m->FF, m->H, &ly->pfi) == 0 && pack_q4(ly->fow, m->H, m->FF, &ly->pfo) == 0;
     }
-    if (ok) { m->vnni = 1; return; }
-    for (int l = 0; l < m->NL; l++) {
-        layer_t *ly = &m->layers[l];
-        unpack(&ly->pq); unpack(&ly->pk); unpack(&ly->pv); unpack(&ly->pao); unpack(&ly->pfi); unpack(&ly->pfo);
-    }
+    if (ok) m->vnni = 1;
+    else unpack_layers(m);   /* what did pack (unpacked matrices are NULL: free ignores them) */
 }
 
 /* --------------------------- file directory --------------------------- */
@@ -1091,10 +1095,7 @@ void e5_free(e5_model *m) {
     if (!m) return;
     free(m->tok.offs); free(m->tok.scores); free(m->tok.ht);
     free(m->tok.norm_cp); free(m->tok.norm_off); free(m->tok.norm_out);
-    for (int l = 0; m->vnni && l < m->NL; l++) {   /* intakebot */
-        layer_t *ly = &m->layers[l];
-        unpack(&ly->pq); unpack(&ly->pk); unpack(&ly->pv); unpack(&ly->pao); unpack(&ly->pfi); unpack(&ly->pfo);
-    }
+    if (m->vnni) unpack_layers(m);   /* intakebot */
     free(m->layers);
     if (m->sae_map) munmap(m->sae_map, m->sae_map_size);
     if (m->map) munmap(m->map, m->map_size);
