@@ -60,6 +60,10 @@ class LexicalIndex:
         n = max(self.n_entries, 1)
         self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
         self._unknown_idf = math.log(1 + (n + 0.5) / 0.5)
+        # Each question text's total term weight, the denominator of its reverse coverage.
+        self.question_text_weights: list[tuple[float, ...]] = [
+            tuple(sum(self._idf[t] for t in text) for text in sets)
+            for sets in self.question_texts]
 
     def idf(self, term: str) -> float:
         """Inverse entry frequency (over all fields); unknown terms get the highest value."""

@@ -214,7 +214,13 @@ def build_snapshot(
 
 
 def _ranks(scores: npt.NDArray[np.float32], limit: int) -> list[int]:
+    """The best `limit` positive scores' indices, ties in index order."""
     positive = np.flatnonzero(scores > 0)
+    if positive.size > limit > 0:
+        # Sorting only what can make the cut (all ties at the cut included) keeps the order a
+        # full sort gives, for a fraction of its cost at 5,000 entries.
+        cut = np.partition(scores[positive], positive.size - limit)[positive.size - limit]
+        positive = positive[scores[positive] >= cut]
     if positive.size == 0:
         return []
     order = positive[np.argsort(-scores[positive], kind="stable")]
@@ -440,10 +446,10 @@ class Searcher:
         result: list[tuple[int, Features]] = []
         for i in order:
             reverse = 0.0
-            for text_terms in lexical.question_texts[i]:
-                weight = sum(lexical.idf(t) for t in text_terms)
+            for text_terms, weight in zip(lexical.question_texts[i],
+                                          lexical.question_text_weights[i], strict=True):
                 if weight > 0:
-                    hit = sum(lexical.idf(t) for t in text_terms if t in query_terms)
+                    hit = sum(lexical.idf(t) for t in text_terms & query_terms)
                     reverse = max(reverse, hit / weight)
             result.append((i, Features(
                 question_bm25=float(stage.q_scores[i]) / total,
