@@ -96,3 +96,20 @@ def test_dense_is_left_out_for_chinese_with_the_english_model(hybrid_searcher: S
     assert result.features is not None and result.features.dense_on == 0.0
     english = hybrid_searcher.search("refund please")
     assert english.features is not None and english.features.dense_on == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ranks_order_as_a_full_sort_does_ties_included(seed: int) -> None:
+    """The first stage sorts only the scores that can make the cut; the order must not change."""
+    import numpy as np
+
+    from knowledge_base.retrieval import _ranks
+
+    rng = np.random.default_rng(seed)
+    # few distinct values, so that ties straddle the cut; zeros and negatives never rank
+    scores = rng.integers(-2, 6, size=400).astype(np.float32)
+    positive = np.flatnonzero(scores > 0)
+    full = [int(i) for i in positive[np.argsort(-scores[positive], kind="stable")]]
+    for limit in (1, 30, 100, len(positive), 1000):
+        assert _ranks(scores, limit) == full[:limit]
+    assert _ranks(np.zeros(10, dtype=np.float32), 5) == []
