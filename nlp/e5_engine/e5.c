@@ -384,7 +384,8 @@ static void quantize_acts_v(const float *RESTRICT X, int L, int nin,
 /* The AVX2 tile: AVX2_NR rows x NT tokens, each group's 16 lanes taken as two halves of 8 blocks.
  * maddubs (unsigned nibble x int8) pairs add up in int16 over a block's 8 steps, |sum| <=
  * 16 x 15 x 128 = 30720, so nothing saturates; one madd per half then widens them to a block's
- * int32 sum. A half past the matrix's last block (nin = 384: 12 blocks) is all padding: skipped. */
+ * int32 sum. A half wholly past the matrix's last block would be skipped (none in this model:
+ * inputs of 384 = 12 blocks fill 12 of 16 lanes, so a quarter of their second half is padding). */
 static inline __attribute__((always_inline)) void
 avx2_tile(const packed_t *P, const float *bias, const int8_t *aq, const float *ad,
           const int32_t *as, float *Y, int nout, int oo, int t, const int NT) {
