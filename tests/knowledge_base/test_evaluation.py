@@ -88,6 +88,8 @@ def test_labelled_customer_messages_join_the_calibration(lexical_searcher: Searc
             assert sample.right is None
         else:
             assert sample.right is not None  # the entry is among the candidates, marked right
+
+
 def _features(**values: float) -> Features:
     return Features(**{name: values.get(name, 0.0) for name in Features.names()})
 
