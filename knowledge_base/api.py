@@ -218,9 +218,14 @@ async def list_versions(request: web.Request, key: ApiKeyInfo) -> web.Response:
 
 
 async def list_audit(request: web.Request, key: ApiKeyInfo) -> web.Response:
+    limit = _int(request, "limit", 100, 1, 1000)
+    before = _int(request, "before", 0, 1, 2**62) if "before" in request.query else None
     records = await request.app[KNOWLEDGE_BASE].store.audit(
-        request.query.get("entry_id") or None, limit=_int(request, "limit", 100, 1, 1000))
-    return web.json_response({"audit": [r.to_dict() for r in records]})
+        request.query.get("entry_id") or None, limit=limit, before=before)
+    # The cursor of the next (older) page: pass it back as ?before=; null on the last page.
+    more = len(records) == limit and records[-1].id > 1
+    return web.json_response({"audit": [r.to_dict() for r in records],
+                              "next": records[-1].id if more else None})
 
 
 async def search(request: web.Request, key: ApiKeyInfo) -> web.Response:

@@ -260,11 +260,15 @@ class KnowledgeStore:
                 raise EntryNotFound(f"entry {entry_id!r} has no version {version}")
             return _to_version(row)
 
-    async def audit(self, entry_id: str | None = None, *, limit: int = 100) -> list[AuditRecord]:
-        """The newest audit records first (of one entry, if given)."""
+    async def audit(self, entry_id: str | None = None, *, limit: int = 100,
+                    before: int | None = None) -> list[AuditRecord]:
+        """The newest audit records first (of one entry, if given); `before` an id pages on
+        (records keep their ids, so a page never repeats or skips one as new records arrive)."""
         query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
         if entry_id is not None:
             query = query.where(AuditRow.entry_id == entry_id)
+        if before is not None:
+            query = query.where(AuditRow.id < before)
         async with self._sessions() as session:
             rows = (await session.execute(query)).scalars()
             return [

@@ -89,6 +89,18 @@ async def test_editor_drafts_reviewer_publishes(client: Client,
     audit = (await (await client.get("/api/kb/audit", params={"entry_id": "gift-card"},
                                      headers=reviewer)).json())["audit"]
     assert audit[0]["action"] == "rollback" and audit[0]["actor"] == "api:reviewer"
+    # Paging with the cursor walks the same records, newest first, none twice or missed.
+    paged: list[int] = []
+    params: dict[str, str | int] = {"entry_id": "gift-card", "limit": 2}
+    for _ in range(10):  # bounded: a cursor that does not move must fail, not hang
+        page = await (await client.get("/api/kb/audit", params=params, headers=editor)).json()
+        paged += [r["id"] for r in page["audit"]]
+        if page["next"] is None:
+            break
+        params["before"] = page["next"]
+    assert paged == [r["id"] for r in audit] and len(paged) >= 5
+    response = await client.get("/api/kb/audit", params={"before": "x"}, headers=editor)
+    assert response.status == 400 and "before" in (await response.json())["error"]
     listed = (await (await client.get("/api/kb/entries", params={"status": "published"},
                                       headers=editor)).json())["entries"]
     assert [e["id"] for e in listed] == ["gift-card"]
