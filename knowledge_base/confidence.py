@@ -48,7 +48,7 @@ class Features:
     lexical_rank: float  # 1 / (1 + rank by lexical score)
     dense: float  # best cosine of its question texts (0 when dense is off for this query)
     dense_answer: float  # cosine of its answer (0 when off or answers are not embedded)
-    relative_dense: float  # best of both cosines - best candidate's (0 when off)
+    relative_dense: float  # best of both cosines - the best other candidate's (0 when off)
     dense_rank: float  # 1 / (1 + rank by the best cosine) (0 when off)
     dense_on: float
     known: float  # IDF share of query terms the knowledge base has at all
