@@ -113,3 +113,17 @@ def test_ranks_order_as_a_full_sort_does_ties_included(seed: int) -> None:
     for limit in (1, 30, 100, len(positive), 1000):
         assert _ranks(scores, limit) == full[:limit]
     assert _ranks(np.zeros(10, dtype=np.float32), 5) == []
+
+
+@pytest.mark.parametrize("text", ["退款几天能到账", "快递怎么还没到", "my parcel is late"])
+def test_each_cosine_is_set_against_its_strongest_rival(
+        e5_searcher: Searcher, seed_entries: list[PublishedEntry], text: str) -> None:
+    """relative_dense: the top cosine's margin over the runner-up, the others' gap to the top."""
+    # Other tests may have installed their own snapshot in the shared searcher.
+    candidates = e5_searcher.candidates(e5_searcher.build(seed_entries), text)
+    best = [max(f.dense, f.dense_answer) for _, f in candidates]
+    assert len(best) >= 3 and all(f.dense_on == 1.0 for _, f in candidates)
+    for k, (_, features) in enumerate(candidates):
+        rival = max(b for j, b in enumerate(best) if j != k)
+        assert features.relative_dense == pytest.approx(best[k] - rival, abs=1e-6)
+    assert sum(f.relative_dense > 0 for _, f in candidates) == 1  # only the top has a margin
