@@ -56,6 +56,17 @@ _QUESTION_TYPES = {
 }
 
 
+# Clauses of a chat message (Chinese customers separate them with spaces as often as with
+# commas; a space next to a Latin word only separates words), and the words that make a clause a
+# question. A message often tells a story before it asks: the asking clauses say what the
+# customer wants to know, the others only where it happened.
+_CLAUSE_BREAK = re.compile(
+    r"(?<=[?？])|[,，。.!！;；:：~～、]+\s*|(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
+_ASKING = re.compile(
+    r"[?？吗么呢啥几哪]|如何|多久|多少|是否|能否|可以|能不能|可不可以"
+    r"|\b(?:how|what|when|where|which|why|can|could|is|are|do|does|will|would)\b")
+
+
 def question_types(canonical: str) -> frozenset[str]:
     """The kinds of answer a (canonical) question asks for: time, place, cost, how, why…"""
     return frozenset(name for name, pattern in _QUESTION_TYPES.items()
@@ -153,6 +164,20 @@ class Analyzer:
 
     def analyse(self, text: str) -> Analysed:
         canonical = self.canonical(text)
+        return Analysed(canonical=canonical, terms=self._terms(canonical),
+                        types=question_types(canonical))
+
+    def asking_terms(self, analysed: Analysed) -> frozenset[str]:
+        """The terms of the clauses that ask something (all terms when none does or all do)."""
+        clauses = [c for c in _CLAUSE_BREAK.split(analysed.canonical) if c.strip()]
+        asking = [c for c in clauses if _ASKING.search(c)]
+        if not asking or len(asking) == len(clauses):
+            return frozenset(analysed.terms)
+        found = frozenset(t for c in asking for t in self._terms(c))
+        # Only terms of the whole text: a clause alone may split into other words.
+        return found & frozenset(analysed.terms) or frozenset(analysed.terms)
+
+    def _terms(self, canonical: str) -> tuple[str, ...]:
         terms: list[str] = []
         kept_chars: list[str] = []
         for word in _words(canonical, self._tokenizer):
@@ -165,8 +190,7 @@ class Analyzer:
             # Bigrams across the words that survived, so a filler word splits a run.
             for run in _HAN_RUN.findall("".join(kept_chars)):
                 terms.extend("b:" + run[i : i + 2] for i in range(len(run) - 1))
-        return Analysed(canonical=canonical, terms=tuple(terms),
-                        types=question_types(canonical))
+        return tuple(terms)
 
 
 def _stem(word: str) -> str:

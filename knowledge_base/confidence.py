@@ -43,6 +43,7 @@ class Features:
     answer_bm25: float  # answer BM25 / summed IDF of the query terms
     coverage_question: float  # IDF share of query terms found in the entry's questions
     coverage_answer: float  # IDF share of query terms found in its answer
+    coverage_asking: float  # IDF share of the asking clauses' terms found in its questions
     reverse_coverage: float  # best IDF share of one question text's terms found in the query
     relative_lexical: float  # fused lexical score / the best candidate's
     lexical_rank: float  # 1 / (1 + rank by lexical score)

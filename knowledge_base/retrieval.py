@@ -447,6 +447,8 @@ class Searcher:
         lex_position = {i: r for r, i in enumerate(lex_rank)}
         dense_position = {i: r for r, i in enumerate(dense_rank)}
         query_terms = set(terms)
+        asking = self.analyzer.asking_terms(stage.analysed)
+        asking_total = sum(idf.get(t, 0.0) for t in asking) or 1.0
         types = stage.analysed.types
         result: list[tuple[int, Features]] = []
         for i in order:
@@ -463,6 +465,8 @@ class Searcher:
                                       if t in lexical.question_terms[i]) / total,
                 coverage_answer=sum(w for t, w in idf.items()
                                     if t in lexical.answer_terms[i]) / total,
+                coverage_asking=sum(idf.get(t, 0.0) for t in asking
+                                    if t in lexical.question_terms[i]) / asking_total,
                 reverse_coverage=reverse,
                 relative_lexical=float(lex_scores[i]) / lex_best,
                 lexical_rank=1.0 / (1 + lex_position.get(i, config.candidates)),

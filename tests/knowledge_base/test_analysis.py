@@ -31,3 +31,26 @@ def test_bigrams_do_not_cross_breaks_or_filler_words() -> None:
 
 def test_english_plural_fold() -> None:
     assert "w:order" in Analyzer().analyse("my orders").terms
+
+
+def test_asking_terms_are_those_of_the_clauses_that_ask() -> None:
+    analyzer = Analyzer()
+
+    def asking(text: str) -> set[str]:
+        return {t for t in analyzer.asking_terms(analyzer.analyse(text)) if t.startswith("w:")}
+
+    # A story, then the question: only the question's words.
+    story = asking("我昨天买的空调 外机有点响 安装费多少钱")
+    assert "w:安装费" in story or "w:安装" in story
+    assert not story & {"w:空调", "w:外机"}
+    english = asking("my parcel was damaged, can I get a refund?")
+    assert "w:refund" in english and "w:parcel" not in english
+    # "?" ends a clause even without a space after it.
+    assert "w:发票" in asking("订单已经收到了。发票呢?谢谢")
+    assert "w:收到" not in asking("订单已经收到了。发票呢?谢谢")
+    # One clause, or no clause that asks: every term counts.
+    for text in ("退款多久到账", "我买的空调 坏了"):
+        analysed = analyzer.analyse(text)
+        assert analyzer.asking_terms(analysed) == frozenset(analysed.terms)
+    # "can" asks; "cancel" does not.
+    assert "w:order" not in asking("cancel my order. where is the refund")

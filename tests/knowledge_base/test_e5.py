@@ -65,9 +65,8 @@ def test_e5_hybrid_over_the_seed(e5_searcher: Searcher, text: str, expected: set
 
 
 def test_a_decisive_lexical_match_skips_the_embedding(e5_searcher: Searcher) -> None:
-    # The shipped lexical model reaches no decisive level (1.01, see docs/knowledge_base.md);
-    # an operator's fit may. The gate is checked with a level between two questions' lexical
-    # confidences: the one that reaches it is settled lexically, the other is embedded.
+    # The gate is checked with a level between two questions' lexical confidences: the one
+    # that reaches it is settled lexically, the other is embedded.
     shipped = e5_searcher.lexical_calibrator
     snapshot = e5_searcher.snapshot
     texts = ("可以开增值税专用发票吗？", "公司报销要专票，能给开吗")
@@ -84,10 +83,14 @@ def test_a_decisive_lexical_match_skips_the_embedding(e5_searcher: Searcher) -> 
         assert asked.features is not None and asked.features.dense_on == 1.0
     finally:
         e5_searcher.lexical_calibrator = shipped
-    # The shipped model settles nothing: every question is embedded.
-    assert shipped.decisive > 1
-    assert all(e5_searcher.search(t).features.dense_on == 1.0  # type: ignore[union-attr]
-               for t in texts)
+    # The shipped level (fitted for 95 % precision) settles exactly the questions reaching it.
+    assert shipped.decisive > 0.5
+    for text in (*texts, "怎么开发票", "转人工", "退款多久到账", "能不能更换收货地址?"):
+        probability = max(shipped.probabilities(
+            [f for _, f in e5_searcher.candidates(snapshot, text, dense=False)]))
+        result = e5_searcher.search(text)
+        assert result.features is not None
+        assert result.features.dense_on == (0.0 if probability >= shipped.decisive else 1.0)
 
 
 def test_dense_text_drops_chat_noise() -> None:
