@@ -67,6 +67,11 @@ _ASKING = re.compile(
     r"|\b(?:how|what|when|where|which|why|can|could|is|are|do|does|will|would)\b")
 
 
+# An asking clause with at most this many characters of words ("怎么办", "是什么问题", "可以退吗")
+# borrows the clause before it; grouped CV on the calibration data: 1 over 2 or "all terms".
+TOPICLESS_CHARS = 1
+
+
 def question_types(canonical: str) -> frozenset[str]:
     """The kinds of answer a (canonical) question asks for: time, place, cost, how, why…"""
     return frozenset(name for name, pattern in _QUESTION_TYPES.items()
@@ -118,9 +123,9 @@ class Synonyms:
         return self._pattern.sub(lambda m: self._mapping[m.group(0)], text)
 
 
-@lru_cache(maxsize=8)
-def _tokenizer(words: frozenset[str]) -> Any:
-    """A jieba tokenizer of our own (the global one is shared with nlp) that keeps `words`."""
+@lru_cache(maxsize=1)
+def _tokenizer() -> Any:
+    """A jieba tokenizer of our own: the global one is shared with nlp, which adds words."""
     import logging
 
     import jieba
@@ -128,19 +133,25 @@ def _tokenizer(words: frozenset[str]) -> Any:
     jieba.setLogLevel(logging.WARNING)
     tokenizer = jieba.Tokenizer()
     tokenizer.initialize()
-    for word in sorted(words):
-        # Only words jieba does not know; forcing known ones changes how their neighbours split.
-        if _HAN_RUN.fullmatch(word) and not tokenizer.FREQ.get(word):
-            tokenizer.add_word(word)
     return tokenizer
 
 
-def _words(text: str, tokenizer: Any) -> list[str]:
-    """jieba words of each Han run, Latin words and numbers; " " where the text had a break."""
+def _words(text: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str]:
+    """jieba words of each Han run, Latin words and numbers; " " where the text had a break.
+
+    Matches of `whole` stay single words, and jieba splits only what lies between them.
+    """
     words: list[str] = []
     for chunk in _WORD.findall(text):
         if _HAN_RUN.fullmatch(chunk):
-            words.extend(tokenizer.lcut(chunk))
+            start = 0
+            for match in whole.finditer(chunk) if whole is not None else ():
+                if match.start() > start:
+                    words.extend(tokenizer.lcut(chunk[start:match.start()]))
+                words.append(match.group(0))
+                start = match.end()
+            if start < len(chunk):
+                words.extend(tokenizer.lcut(chunk[start:]))
         else:
             words.append(chunk)
         words.append(" ")
@@ -154,8 +165,12 @@ class Analyzer:
         self._synonyms = synonyms if synonyms is not None else Synonyms.from_file()
         self._bigrams = bigrams
         self._stopwords = stopwords()
-        # Canonical forms stay whole words ("到账" must not split into 到 + 账).
-        self._tokenizer = _tokenizer(self._synonyms.canonical_forms)
+        self._tokenizer = _tokenizer()
+        # Canonical forms stay whole words ("到账" must not split into 到 + 账), and jieba does
+        # not see them: next to each other ("价保价保会…") it would split them across.
+        forms = sorted((f for f in self._synonyms.canonical_forms if _HAN_RUN.fullmatch(f)),
+                       key=len, reverse=True)
+        self._whole = re.compile("|".join(map(re.escape, forms))) if forms else None
 
     def canonical(self, text: str) -> str:
         """The normalised text with noise removed and variants replaced by canonical forms."""
@@ -170,17 +185,25 @@ class Analyzer:
     def asking_terms(self, analysed: Analysed) -> frozenset[str]:
         """The terms of the clauses that ask something (all terms when none does or all do)."""
         clauses = [c for c in _CLAUSE_BREAK.split(analysed.canonical) if c.strip()]
-        asking = [c for c in clauses if _ASKING.search(c)]
-        if not asking or len(asking) == len(clauses):
+        chosen: set[int] = set()
+        for i, clause in enumerate(clauses):
+            if _ASKING.search(clause):
+                chosen.add(i)
+                # "…，怎么办" / "是什么问题": a question with (almost) no topic of its own asks
+                # about the clause before it.
+                words = [t for t in self._terms(clause) if t.startswith("w:")]
+                if i > 0 and sum(len(t) - 2 for t in words) <= TOPICLESS_CHARS:
+                    chosen.add(i - 1)
+        if not chosen or len(chosen) == len(clauses):
             return frozenset(analysed.terms)
-        found = frozenset(t for c in asking for t in self._terms(c))
+        found = frozenset(t for i in chosen for t in self._terms(clauses[i]))
         # Only terms of the whole text: a clause alone may split into other words.
         return found & frozenset(analysed.terms) or frozenset(analysed.terms)
 
     def _terms(self, canonical: str) -> tuple[str, ...]:
         terms: list[str] = []
         kept_chars: list[str] = []
-        for word in _words(canonical, self._tokenizer):
+        for word in _words(canonical, self._tokenizer, self._whole):
             if word in self._stopwords or (not _HAN_RUN.match(word) and not word.isalnum()):
                 kept_chars.append(" ")
                 continue

@@ -440,6 +440,9 @@ def calibrate(
     lexical_output: Annotated[Path | None, typer.Option(
         "--lexical-output", help="Where to write the lexical-only calibration (default: the "
         "packaged calibration-lexical.json).")] = None,
+    check: Annotated[Path | None, typer.Option(
+        help="FAQ with paraphrases the fit is checked on, never fitted on (default: "
+             "data/kb/practice.yaml, another desk's FAQ).")] = None,
     precision: Annotated[float, typer.Option(min=0.5, max=0.99, help="Answer precision the "
                                              "threshold must reach on the fitting data.")]
     = 0.8,
@@ -454,14 +457,21 @@ def calibrate(
     Two models: lexical-only (used when the dense half does not take part) and, unless
     --no-dense, the dense model's.
     """
-    from knowledge_base.confidence import LEXICAL_CALIBRATION_FILE, Calibrator, fit
+    from knowledge_base.confidence import LEXICAL_CALIBRATION_FILE, Calibrator, fit, top1_right
     from knowledge_base.entries import PublishedEntry
-    from knowledge_base.evaluation import calibration_samples, read_out_of_scope, read_queries
+    from knowledge_base.evaluation import (
+        PRACTICE_FILE,
+        calibration_samples,
+        read_out_of_scope,
+        read_queries,
+    )
     from knowledge_base.files import load_file
     from knowledge_base.service import SEED_FILE, calibration_file, make_searcher
 
     try:
         seed_entries = [PublishedEntry(i, 1, c) for i, c in load_file(seed or SEED_FILE)]
+        check_entries = [PublishedEntry(i, 1, c)
+                         for i, c in load_file(check or PRACTICE_FILE)]
         oos = read_out_of_scope(out_of_scope) if out_of_scope else read_out_of_scope()
         customer = read_queries(customer_questions) if customer_questions else []
     except KnowledgeBaseError as exc:
@@ -485,6 +495,9 @@ def calibrate(
                                       customer=customer)
         calibrator, report = fit(samples, precision_target=precision,
                                  decisive_precision=None if dense else decisive_precision)
+        # Its paraphrases asked held out and against the bare questions, as the seed's are.
+        report["check_top1_right"] = round(top1_right(calibrator, calibration_samples(
+            searcher, check_entries, (), dense=dense)), 3)
         calibrator.save(target, report)
         typer.echo(json.dumps({"file": str(target), "threshold": calibrator.threshold,
                                "decisive": calibrator.decisive, **report}, ensure_ascii=False))

@@ -153,6 +153,26 @@ class Sample:
     right: int | None
 
 
+def _tops(calibrator: Calibrator, samples: Sequence[Sample]) -> list[tuple[float, bool]]:
+    """(the top candidate's probability, whether it is right) of each sample with candidates."""
+    tops: list[tuple[float, bool]] = []
+    for s in samples:
+        if not s.candidates:
+            continue
+        probs = calibrator.probabilities(s.candidates)
+        best = max(range(len(probs)), key=probs.__getitem__)
+        tops.append((probs[best], s.right == best))
+    return tops
+
+
+def top1_right(calibrator: Calibrator, samples: Sequence[Sample]) -> float:
+    """The share of answerable samples whose reranked top candidate is the right one."""
+    answerable = [s for s in samples if s.right is not None]
+    if not answerable:
+        return 0.0
+    return sum(right for _, right in _tops(calibrator, answerable)) / len(answerable)
+
+
 def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float = FIT_C,
         decisive_precision: float | None = None) -> tuple[Calibrator, dict[str, object]]:
     """Fit the pair model and pick the lowest threshold whose answers reach `precision_target`.
@@ -173,13 +193,7 @@ def fit(samples: Sequence[Sample], *, precision_target: float = 0.85, c: float =
     calibrator = Calibrator(tuple(float(w) for w in model.coef_[0]), float(model.intercept_[0]),
                             mean=tuple(float(m) for m in mean),
                             scale=tuple(float(v) for v in scale))
-    tops: list[tuple[float, bool]] = []
-    for s in samples:
-        if not s.candidates:
-            continue
-        probs = calibrator.probabilities(s.candidates)
-        best = max(range(len(probs)), key=probs.__getitem__)
-        tops.append((probs[best], s.right == best))
+    tops = _tops(calibrator, samples)
     p = np.asarray([t[0] for t in tops])
     ok = np.asarray([t[1] for t in tops])
 

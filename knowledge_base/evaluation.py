@@ -19,6 +19,9 @@ from knowledge_base.errors import ImportRejected, RowError
 from knowledge_base.retrieval import Searcher, SearchResult
 
 OUT_OF_SCOPE_FILE = Path(__file__).resolve().parent.parent / "data" / "kb" / "out_of_scope.jsonl"
+# Another desk's FAQ, never served and never fitted on: how well a fit carries over to a
+# knowledge base the synonym table was not written for.
+PRACTICE_FILE = Path(__file__).resolve().parent.parent / "data" / "kb" / "practice.yaml"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,13 @@ def test_longest_variant_wins_and_canonical_forms_stay() -> None:
     assert synonyms.apply("转人工客服") == "人工客服"
 
 
+def test_canonical_forms_stay_whole_words_between_their_neighbours() -> None:
+    # "差价" becomes "价保" next to another "价保": jieba alone read the run as 价 / 保价 / 保会.
+    terms = Analyzer().analyse("价保差价会退到哪里").terms
+    assert [t for t in terms if t.startswith("w:")][:2] == ["w:价保", "w:价保"]
+    assert "w:保会" not in terms and "w:保价" not in terms
+
+
 def test_bigrams_do_not_cross_breaks_or_filler_words() -> None:
     terms = Analyzer(Synonyms.empty()).analyse("发票 地址").terms
     assert "b:票地" not in terms and "b:发票" in terms and "b:地址" in terms
@@ -52,5 +59,10 @@ def test_asking_terms_are_those_of_the_clauses_that_ask() -> None:
     for text in ("退款多久到账", "我买的空调 坏了"):
         analysed = analyzer.analyse(text)
         assert analyzer.asking_terms(analysed) == frozenset(analysed.terms)
+    # A question with no topic of its own asks about the clause before it, and only that one.
+    assert asking("屏幕碎了 物流太慢 怎么办") == {"w:物流", "w:太慢"}
+    assert asking("这个商品 订单页不能选专票 是什么问题") >= {"w:专用发票"}
+    assert "w:商品" not in asking("这个商品 订单页不能选专票 是什么问题")
+    assert asking("只用了一次 可以退吗") == {"w:只用", "w:一次", "w:退"}
     # "can" asks; "cancel" does not.
     assert "w:order" not in asking("cancel my order. where is the refund")

@@ -98,6 +98,26 @@ def test_calibrate_refuses_customer_messages_for_unknown_entries(data_dir: Path,
     assert code == 1 and "pet-food" in err and not out.exists()
 
 
+def test_calibrate_checks_the_fit_on_another_faq(data_dir: Path, tmp_path: Path) -> None:
+    from knowledge_base.files import dump, load_file
+    from knowledge_base.service import SEED_FILE
+
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(dump([{"id": i, **c.to_dict()} for i, c in load_file(SEED_FILE)[:12]],
+                         "yaml"), encoding="utf-8")
+    out = tmp_path / "c.json"
+    code, stdout, _ = kb("calibrate", "--no-dense", "--seed", str(seed), "-o", str(out))
+    assert code == 0
+    report = json.loads(stdout)
+    assert 0.2 < report["check_top1_right"] <= 1.0
+    assert json.loads(out.read_text(encoding="utf-8"))["report"]["check_top1_right"] == (
+        report["check_top1_right"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- id: x\n  question: 问\n", encoding="utf-8")
+    code, _, err = kb("calibrate", "--no-dense", "--check", str(bad), "-o", str(out))
+    assert code == 1 and "answer" in err
+
+
 def test_search_batch_eval_gaps_apikey(data_dir: Path, tmp_path: Path) -> None:
     from knowledge_base.service import SEED_FILE
 

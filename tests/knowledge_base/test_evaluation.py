@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from knowledge_base.confidence import N_FEATURES, N_TERMS, Calibrator, Features, Sample, fit
+from knowledge_base.confidence import (
+    N_FEATURES,
+    N_TERMS,
+    Calibrator,
+    Features,
+    Sample,
+    fit,
+    top1_right,
+)
 from knowledge_base.entries import PublishedEntry
 from knowledge_base.errors import ImportRejected
 from knowledge_base.evaluation import (
@@ -149,6 +157,17 @@ def test_the_fit_learns_when_one_signal_matters_only_with_another() -> None:
     # It got there through the product: the heaviest weight of all is that pair's.
     product = _pair("dense", "coverage_question")[2]
     assert max(range(N_TERMS), key=lambda k: abs(calibrator.weights[k])) == product
+
+
+def test_top1_right_counts_answerable_questions_only() -> None:
+    # The uninformed prior ranks by coverage: the covered candidate wins.
+    calibrator = Calibrator.uninformed()
+    strong, weak = _features(coverage_question=1.0), _features(coverage_question=0.0)
+    samples = [Sample((strong, weak), 0), Sample((strong, weak), 1), Sample((weak, strong), 1),
+               Sample((strong,), None), Sample((), 0)]
+    # of the four answerable ones, two are ranked right (and one has no candidate at all)
+    assert top1_right(calibrator, samples) == 0.5
+    assert top1_right(calibrator, [Sample((strong,), None)]) == 0.0
 
 
 def test_shipped_calibration_loads() -> None:
