@@ -387,9 +387,12 @@ def eval_(
     model: ModelOpt = None,
     no_dense: NoDenseOpt = False,
     threshold: ThresholdOpt = None,
+    show_misses: Annotated[bool, typer.Option(
+        "--misses", help="Also list the questions it got wrong (after the report; with --json "
+        "one JSON line each).")] = False,
 ) -> None:
     """hit@1, hit@3, MRR and precision/recall of "no confident answer" on a labelled file."""
-    from knowledge_base.evaluation import evaluate, read_queries
+    from knowledge_base.evaluation import evaluate, misses, read_queries
     from knowledge_base.files import load_file
 
     try:
@@ -404,15 +407,17 @@ def eval_(
         snapshot = kb.searcher.snapshot
         results = await asyncio.to_thread(
             lambda: [kb.searcher.search_in(snapshot, q.text) for q in queries])
-        return evaluate(results, queries)
+        return evaluate(results, queries), misses(results, queries)
 
     with tempfile.TemporaryDirectory(prefix="intakebot-kb-eval-") as tmp:
         url = (f"sqlite+aiosqlite:///{Path(tmp) / 'kb.db'}" if items is not None
                else database_url(data_dir, db))
-        report = _run(_with_kb(url, body, dense=not no_dense, model=model, threshold=threshold,
-                               whole_index=True))
+        report, wrong = _run(_with_kb(url, body, dense=not no_dense, model=model,
+                                      threshold=threshold, whole_index=True))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        for miss in wrong if show_misses else []:
+            typer.echo(json.dumps(miss.to_dict(), ensure_ascii=False))
         return
     typer.echo(f"queries              {report.queries} ({report.answerable} answerable)")
     typer.echo(f"hit@1                {report.hit_at_1:.3f}")
@@ -422,6 +427,12 @@ def eval_(
     typer.echo(f"answered right       {report.answered:.3f}")
     typer.echo(f"no-answer precision  {report.no_answer_precision:.3f}")
     typer.echo(f"no-answer recall     {report.no_answer_recall:.3f}")
+    if show_misses and wrong:
+        typer.echo("\nexpected\tgot\trank\tconfidence\ttext")
+        for miss in wrong:
+            typer.echo(f"{miss.expected or '-'}\t{miss.got or '-'}\t{miss.rank or '-'}\t"
+                       f"{miss.confidence:.3f}{'' if miss.confident else ' (declined)'}\t"
+                       f"{miss.text}")
 
 
 @app.command()

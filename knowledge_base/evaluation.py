@@ -50,6 +50,21 @@ class EvalReport:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """A labelled question the search got wrong: for editors to look at."""
+
+    text: str
+    expected: str | None
+    got: str | None  # the top entry
+    rank: int | None  # where the expected entry came (1-based), None when not among the hits
+    confidence: float
+    confident: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "confidence": round(self.confidence, 4)}
+
+
 def read_queries(path: Path) -> list[Query]:
     """JSON Lines of {"text": …, "faq_id": … or null}.
 
@@ -192,3 +207,17 @@ def calibration_samples(
         ask(seed, messages, chat=False)
         ask([_bare(e) for e in seed], messages, chat=False)
     return samples
+
+
+def misses(results: Sequence[SearchResult], queries: Sequence[Query]) -> list[Miss]:
+    """Answerable questions whose top entry is not theirs, and unanswerable ones answered
+    confidently (same order as the queries)."""
+    found: list[Miss] = []
+    for result, query in zip(results, queries, strict=True):
+        ids = [h.id for h in result.hits]
+        top = ids[0] if ids else None
+        if (top != query.faq_id if query.faq_id is not None else result.confident):
+            found.append(Miss(result.text, query.faq_id, top,
+                              ids.index(query.faq_id) + 1 if query.faq_id in ids else None,
+                              result.confidence, result.confident))
+    return found

@@ -165,6 +165,21 @@ def test_eval_with_a_kb_file_uses_a_temporary_store(data_dir: Path, tmp_path: Pa
     code, out, _ = kb("eval", str(labelled), "--kb", str(faq), "--no-dense")
     assert code == 0 and "hit@1                1.000" in out
     assert not (data_dir / "intakebot.db").exists()
+    # --misses lists what went wrong: here a question labelled with the other entry, and an
+    # unanswerable one answered confidently (a low threshold: two entries teach little)
+    labelled.write_text('{"text": "礼品卡能用吗", "faq_id": "vat"}\n'
+                        '{"text": "专票可以开吗", "faq_id": "vat"}\n'
+                        '{"text": "礼品卡怎么用", "faq_id": null}\n', encoding="utf-8")
+    code, out, _ = kb("eval", str(labelled), "--kb", str(faq), "--no-dense", "--json",
+                      "--misses", "--threshold", "0.05")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and lines[0]["hit_at_1"] == 0.5
+    assert [(m["text"], m["expected"], m["got"]) for m in lines[1:]] == [
+        ("礼品卡能用吗", "vat", "gift"), ("礼品卡怎么用", None, "gift")]
+    assert lines[1]["rank"] in (2, None) and lines[2]["confident"] is True
+    code, out, _ = kb("eval", str(labelled), "--kb", str(faq), "--no-dense", "--misses",
+                      "--threshold", "0.05")
+    assert code == 0 and "vat\tgift\t" in out and "-\tgift\t-\t" in out
 
 
 def test_add_and_reindex(data_dir: Path) -> None:
