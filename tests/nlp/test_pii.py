@@ -151,7 +151,7 @@ def test_lone_surrogate_does_not_raise() -> None:
     ids=["letters", "digits", "phones", "address keywords", "names"],
 )
 def test_long_text_is_masked_fast(text: str) -> None:
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time, which other work on the machine cannot inflate
     masked = mask_pii(text)
-    assert time.perf_counter() - start < 5.0
+    assert time.thread_time() - start < 5.0
     assert "13812345678" not in masked

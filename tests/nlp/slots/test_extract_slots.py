@@ -100,10 +100,12 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("text", BAD_INPUTS, ids=lambda t: repr(t[:12]))
 def test_bad_input_gives_slots_fast(text: str) -> None:
-    start = time.perf_counter()
+    # CPU time of this thread: a regular expression that backtracks burns it, while a stall
+    # from other work on the machine (a CI run took 2.03 s of wall time here) does not count.
+    start = time.thread_time()
     found = slots(text)
     assert isinstance(found, Slots)
-    assert time.perf_counter() - start < 2.0
+    assert time.thread_time() - start < 2.0
 
 
 # Pieces of real messages, so generated texts reach the deep branches (time arithmetic, jionlp,
