@@ -127,6 +127,20 @@ def evaluate(results: Sequence[SearchResult], queries: Sequence[Query]) -> EvalR
     )
 
 
+def misses(results: Sequence[SearchResult], queries: Sequence[Query]) -> list[Miss]:
+    """Answerable questions whose top entry is not theirs, and unanswerable ones answered
+    confidently (same order as the queries)."""
+    found: list[Miss] = []
+    for result, query in zip(results, queries, strict=True):
+        ids = [h.id for h in result.hits]
+        top = ids[0] if ids else None
+        if (top != query.faq_id if query.faq_id is not None else result.confident):
+            found.append(Miss(query.text, query.faq_id, top,
+                              ids.index(query.faq_id) + 1 if query.faq_id in ids else None,
+                              result.confidence, result.confident))
+    return found
+
+
 def read_out_of_scope(path: Path = OUT_OF_SCOPE_FILE) -> list[str]:
     return [q.text for q in read_queries(path)]
 
@@ -207,17 +221,3 @@ def calibration_samples(
         ask(seed, messages, chat=False)
         ask([_bare(e) for e in seed], messages, chat=False)
     return samples
-
-
-def misses(results: Sequence[SearchResult], queries: Sequence[Query]) -> list[Miss]:
-    """Answerable questions whose top entry is not theirs, and unanswerable ones answered
-    confidently (same order as the queries)."""
-    found: list[Miss] = []
-    for result, query in zip(results, queries, strict=True):
-        ids = [h.id for h in result.hits]
-        top = ids[0] if ids else None
-        if (top != query.faq_id if query.faq_id is not None else result.confident):
-            found.append(Miss(result.text, query.faq_id, top,
-                              ids.index(query.faq_id) + 1 if query.faq_id in ids else None,
-                              result.confidence, result.confident))
-    return found
