@@ -185,18 +185,19 @@ class Analyzer:
     def asking_terms(self, analysed: Analysed) -> frozenset[str]:
         """The terms of the clauses that ask something (all terms when none does or all do)."""
         clauses = [c for c in _CLAUSE_BREAK.split(analysed.canonical) if c.strip()]
-        chosen: set[int] = set()
+        chosen: dict[int, tuple[str, ...]] = {}  # clause index -> its terms
         for i, clause in enumerate(clauses):
-            if _ASKING.search(clause):
-                chosen.add(i)
-                # "…，怎么办" / "是什么问题": a question with (almost) no topic of its own asks
-                # about the clause before it.
-                words = [t for t in self._terms(clause) if t.startswith("w:")]
-                if i > 0 and sum(len(t) - 2 for t in words) <= TOPICLESS_CHARS:
-                    chosen.add(i - 1)
+            if not _ASKING.search(clause):
+                continue
+            terms = chosen[i] = self._terms(clause)
+            # "…，怎么办" / "是什么问题": a question with (almost) no topic of its own asks
+            # about the clause before it.
+            topic = sum(len(t) - 2 for t in terms if t.startswith("w:"))
+            if i > 0 and topic <= TOPICLESS_CHARS and i - 1 not in chosen:
+                chosen[i - 1] = self._terms(clauses[i - 1])
         if not chosen or len(chosen) == len(clauses):
             return frozenset(analysed.terms)
-        found = frozenset(t for i in chosen for t in self._terms(clauses[i]))
+        found = frozenset(t for terms in chosen.values() for t in terms)
         # Only terms of the whole text: a clause alone may split into other words.
         return found & frozenset(analysed.terms) or frozenset(analysed.terms)
 
