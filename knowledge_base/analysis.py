@@ -1,9 +1,10 @@
 """How texts become search terms: the same steps for customers' questions and for entries.
 
 normalise (nlp.normalize: OpenCC Traditional->Simplified, NFKC, lower case) -> drop placeholders,
-links and long numbers -> map colloquial variants to one canonical form (synonyms.yaml) -> jieba
-words without filler words, plus character bigrams of the Han runs (robust to unknown words and
-segmentation differences between a question and a paraphrase).
+links and long numbers -> map colloquial variants to one canonical form (synonyms.yaml) -> repair
+homophone typos of the table's words (typos.py: "腿货" is 退货) -> jieba words without filler
+words, plus character bigrams of the Han runs (robust to unknown words and segmentation
+differences between a question and a paraphrase).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from knowledge_base.typos import Homophones
 from nlp.normalize import normalize
 
 SYNONYMS_FILE = Path(__file__).with_name("synonyms.yaml")
@@ -102,6 +104,7 @@ class Synonyms:
             for variant in variants:
                 mapping[normalize(str(variant))] = canonical
         self._mapping = mapping
+        self.words: Mapping[str, str] = mapping  # every listed word -> its canonical form
         self.canonical_forms = frozenset(mapping.values())
         keys = sorted(mapping, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(k) for k in keys)) if keys else None
@@ -136,22 +139,27 @@ def _tokenizer() -> Any:
     return tokenizer
 
 
-def _words(text: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str]:
-    """jieba words of each Han run, Latin words and numbers; " " where the text had a break.
+def _split(run: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str]:
+    """jieba words of a Han run; matches of `whole` stay single words, and jieba splits only
+    what lies between them."""
+    words: list[str] = []
+    start = 0
+    for match in whole.finditer(run) if whole is not None else ():
+        if match.start() > start:
+            words.extend(tokenizer.lcut(run[start:match.start()]))
+        words.append(match.group(0))
+        start = match.end()
+    if start < len(run):
+        words.extend(tokenizer.lcut(run[start:]))
+    return words
 
-    Matches of `whole` stay single words, and jieba splits only what lies between them.
-    """
+
+def _words(text: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str]:
+    """jieba words of each Han run, Latin words and numbers; " " where the text had a break."""
     words: list[str] = []
     for chunk in _WORD.findall(text):
         if _HAN_RUN.fullmatch(chunk):
-            start = 0
-            for match in whole.finditer(chunk) if whole is not None else ():
-                if match.start() > start:
-                    words.extend(tokenizer.lcut(chunk[start:match.start()]))
-                words.append(match.group(0))
-                start = match.end()
-            if start < len(chunk):
-                words.extend(tokenizer.lcut(chunk[start:]))
+            words.extend(_split(chunk, tokenizer, whole))
         else:
             words.append(chunk)
         words.append(" ")
@@ -161,7 +169,8 @@ def _words(text: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str
 class Analyzer:
     """Turns a text into lexical terms: jieba words ("w:") and Han character bigrams ("b:")."""
 
-    def __init__(self, synonyms: Synonyms | None = None, *, bigrams: bool = True) -> None:
+    def __init__(self, synonyms: Synonyms | None = None, *, bigrams: bool = True,
+                 typos: bool = True) -> None:
         self._synonyms = synonyms if synonyms is not None else Synonyms.from_file()
         self._bigrams = bigrams
         self._stopwords = stopwords()
@@ -171,11 +180,17 @@ class Analyzer:
         forms = sorted((f for f in self._synonyms.canonical_forms if _HAN_RUN.fullmatch(f)),
                        key=len, reverse=True)
         self._whole = re.compile("|".join(map(re.escape, forms))) if forms else None
+        # typos=False leaves homophone typos as they are (to measure what repairing them wins).
+        self._homophones = Homophones(
+            self._synonyms.words if typos else {}, lambda w: self._tokenizer.FREQ.get(w, 0) > 0,
+            self._stopwords)
 
     def canonical(self, text: str) -> str:
-        """The normalised text with noise removed and variants replaced by canonical forms."""
-        text = _NOISE.sub(" ", normalize(text))
-        return self._synonyms.apply(text)
+        """The normalised text with noise removed, variants replaced by canonical forms and
+        homophone typos of the table's words repaired."""
+        text = self._synonyms.apply(_NOISE.sub(" ", normalize(text)))
+        return _HAN_RUN.sub(lambda m: "".join(self._homophones.repair(
+            _split(m.group(0), self._tokenizer, self._whole))), text)
 
     def analyse(self, text: str) -> Analysed:
         canonical = self.canonical(text)
