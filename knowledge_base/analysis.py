@@ -1,8 +1,8 @@
 """How texts become search terms: the same steps for customers' questions and for entries.
 
 normalise (nlp.normalize: OpenCC Traditional->Simplified, NFKC, lower case) -> drop placeholders,
-links and long numbers -> map colloquial variants to one canonical form (synonyms.yaml) -> repair
-homophone typos of the table's words (typos.py: "腿货" is 退货) -> jieba words without filler
+links and long numbers -> map colloquial variants to one canonical form (synonyms.yaml) -> jieba
+words, with pinyin typos of the table's words repaired (typos.py: "腿货" is 退货), without filler
 words, plus character bigrams of the Han runs (robust to unknown words and segmentation
 differences between a question and a paraphrase).
 """
@@ -154,18 +154,6 @@ def _split(run: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str]
     return words
 
 
-def _words(text: str, tokenizer: Any, whole: re.Pattern[str] | None) -> list[str]:
-    """jieba words of each Han run, Latin words and numbers; " " where the text had a break."""
-    words: list[str] = []
-    for chunk in _WORD.findall(text):
-        if _HAN_RUN.fullmatch(chunk):
-            words.extend(_split(chunk, tokenizer, whole))
-        else:
-            words.append(chunk)
-        words.append(" ")
-    return words
-
-
 class Analyzer:
     """Turns a text into lexical terms: jieba words ("w:") and Han character bigrams ("b:")."""
 
@@ -186,11 +174,9 @@ class Analyzer:
             self._stopwords)
 
     def canonical(self, text: str) -> str:
-        """The normalised text with noise removed, variants replaced by canonical forms and
-        homophone typos of the table's words repaired."""
-        text = self._synonyms.apply(_NOISE.sub(" ", normalize(text)))
-        return _HAN_RUN.sub(lambda m: "".join(self._homophones.repair(
-            _split(m.group(0), self._tokenizer, self._whole))), text)
+        """The normalised text with noise removed and variants replaced by canonical forms."""
+        text = _NOISE.sub(" ", normalize(text))
+        return self._synonyms.apply(text)
 
     def analyse(self, text: str) -> Analysed:
         canonical = self.canonical(text)
@@ -216,10 +202,22 @@ class Analyzer:
         # Only terms of the whole text: a clause alone may split into other words.
         return found & frozenset(analysed.terms) or frozenset(analysed.terms)
 
+    def _words(self, text: str) -> list[str]:
+        """jieba words of each Han run with typos repaired, Latin words and numbers; " " where
+        the text had a break."""
+        words: list[str] = []
+        for chunk in _WORD.findall(text):
+            if _HAN_RUN.fullmatch(chunk):
+                words.extend(self._homophones.repair(_split(chunk, self._tokenizer, self._whole)))
+            else:
+                words.append(chunk)
+            words.append(" ")
+        return words
+
     def _terms(self, canonical: str) -> tuple[str, ...]:
         terms: list[str] = []
         kept_chars: list[str] = []
-        for word in _words(canonical, self._tokenizer, self._whole):
+        for word in self._words(canonical):
             if word in self._stopwords or (not _HAN_RUN.match(word) and not word.isalnum()):
                 kept_chars.append(" ")
                 continue

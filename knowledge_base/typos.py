@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
+from itertools import accumulate, pairwise
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]+")
 MIN_CHARS, MAX_CHARS = 2, 4  # single characters collide with everything
@@ -55,16 +56,16 @@ class Homophones:
         neighbours into a word jieba's HMM guessed ("赔鸿包"); such stretches are searched.
         """
         out: list[str] = []
-        loose: list[str] = []  # characters jieba could not place in a dictionary word
+        loose: list[str] = []  # tokens jieba could not find in its dictionary, in a row
         for token in tokens:
             if token not in self._stopwords and (len(token) == 1 or (
                     token not in self._listed and not self._is_word(token))):
                 loose.append(token)
                 continue
-            out.extend(self._repair_loose("".join(loose)))
+            out.extend(self._repair_loose(loose))
             loose.clear()
             out.append(token)
-        out.extend(self._repair_loose("".join(loose)))
+        out.extend(self._repair_loose(loose))
         return out
 
     def _stand_in(self, text: str) -> str | None:
@@ -79,18 +80,34 @@ class Homophones:
                 return canonical
         return None
 
-    def _repair_loose(self, run: str) -> list[str]:
-        """The longest typo from each position of `run`, left to right."""
-        out: list[str] = []
+    def _repair_loose(self, tokens: Sequence[str]) -> list[str]:
+        """`tokens` with the longest typo from each position replaced, left to right; the
+        tokens around a typo keep their boundaries."""
+        run = "".join(tokens)
+        typos: list[tuple[int, int, str]] = []  # (start, end, canonical form)
         i = 0
         while i < len(run):
             for size in range(min(MAX_CHARS, len(run) - i), MIN_CHARS - 1, -1):
                 target = self._stand_in(run[i:i + size])
                 if target is not None:
-                    out.append(target)
+                    typos.append((i, i + size, target))
                     i += size
                     break
             else:
-                out.append(run[i])
                 i += 1
+        if not typos:
+            return list(tokens)
+        cuts = sorted({0, *accumulate(map(len, tokens)), *(c for t in typos for c in t[:2])})
+
+        def pieces(start: int, end: int) -> list[str]:
+            inside = [c for c in cuts if start <= c <= end]
+            return [run[a:b] for a, b in pairwise(inside)]
+
+        out: list[str] = []
+        done = 0
+        for start, end, canonical in typos:
+            out.extend(pieces(done, start))
+            out.append(canonical)
+            done = end
+        out.extend(pieces(done, len(run)))
         return out

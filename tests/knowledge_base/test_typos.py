@@ -11,30 +11,32 @@ def test_reading_is_toneless_pinyin_syllable_by_syllable() -> None:
     assert reading("西安") != reading("先")
 
 
-def test_pinyin_typos_of_listed_words_become_their_canonical_form() -> None:
+def test_pinyin_typos_of_listed_words_give_the_terms_of_the_word() -> None:
     analyzer = Analyzer()
     cases = {
-        "我想腿货 不要了": "我想退货 取消",  # single characters (腿 / 货)
+        "我想腿货 不要了": "我想退货 不要了",  # single characters (腿 / 货)
         "腿款多久到": "退款多久到",  # a word jieba's HMM guessed
         "发漂开错了": "发票开错了",
-        "我的快底呢": "我的物流呢",  # a variant's typo (快递) becomes the canonical form
-        "说超时会赔鸿包": "说超时会赔优惠券",  # merged with its neighbours (赔鸿包)
+        "我的快底呢": "我的快递呢",  # a variant's typo: 快递, whose canonical form is 物流
+        "说超时会赔鸿包": "说超时会赔红包",  # merged with its neighbour (赔鸿包)
     }
-    for typed, repaired in cases.items():
-        assert analyzer.canonical(typed) == repaired
-    assert "w:退货" in analyzer.analyse("腿货怎么弄").terms
+    for typed, meant in cases.items():
+        assert analyzer.analyse(typed).terms == analyzer.analyse(meant).terms, typed
+    assert {"w:退货", "b:退货"} <= set(analyzer.analyse("腿货怎么弄").terms)
+    # The text itself is left as typed (what the dense model and the gap list see).
+    assert analyzer.canonical("发漂开错了") == "发漂开错了"
 
 
 def test_words_and_mere_sound_alikes_stay() -> None:
-    analyzer = Analyzer()
+    analyzer, unrepaired = Analyzer(), Analyzer(typos=False)
     for text in ("能开发票吗", "客服不回消息", "抱枕拉链坏了", "退货", "物流到哪了", "㐀䶵𠀀"):
-        assert analyzer.canonical(text) == Analyzer(typos=False).canonical(text)
+        assert analyzer.analyse(text).terms == unrepaired.analyse(text).terms
     # 抱枕 reads like 保真 (正品) but shares no character with it.
-    assert "正品" not in analyzer.canonical("抱枕拉链坏了")
+    assert "w:正品" not in analyzer.analyse("抱枕拉链坏了").terms
 
 
 def test_typos_can_be_left_alone() -> None:
-    assert Analyzer(typos=False).canonical("发漂开错了") == "发漂开错了"
+    assert "w:发票" not in Analyzer(typos=False).analyse("发漂开错了").terms
 
 
 def test_two_canonical_forms_that_sound_alike_are_not_guessed_between() -> None:
