@@ -10,6 +10,9 @@ def test_traditional_and_colloquial_forms_meet_the_canonical_one() -> None:
     assert analyzer.analyse("退錢要幾天").terms[:1] == analyzer.analyse("退款要几天").terms[:1]
     assert "w:退款" in analyzer.analyse("我想退钱").terms
     assert "w:物流" in analyzer.analyse("快递到哪了").terms
+    # "我的件 / 这个件" is a parcel; "这件衣服" counts a piece of clothing.
+    assert "w:物流" in analyzer.analyse("这个件到哪了").terms
+    assert "w:物流" not in analyzer.analyse("这件衣服到哪了").terms
 
 
 def test_placeholders_links_and_order_cards_are_dropped() -> None:
