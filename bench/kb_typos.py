@@ -22,7 +22,7 @@ from knowledge_base.evaluation import PRACTICE_FILE
 from knowledge_base.files import load_file
 from knowledge_base.retrieval import Searcher
 from knowledge_base.service import make_searcher
-from knowledge_base.typos import reading
+from knowledge_base.typos import MAX_CHARS, MIN_CHARS, reading
 from nlp.normalize import normalize
 
 COMMON = 2_000  # frequency in jieba's dictionary above which a one-character word is common
@@ -72,7 +72,8 @@ def main() -> None:
     bare = [replace(e, content=replace(e.content, paraphrases=())) for e in entries]
     analyzer = Analyzer()
     words = sorted((w for w in Synonyms.from_file().words
-                    if _HAN_RUN.fullmatch(w) and 2 <= len(w) <= 4), key=len, reverse=True)
+                    if _HAN_RUN.fullmatch(w) and MIN_CHARS <= len(w) <= MAX_CHARS),
+                   key=len, reverse=True)
     alikes = sound_alikes()
     rng = random.Random(7)
     clean, wrong = [], []

@@ -103,7 +103,6 @@ class Synonyms:
             mapping.setdefault(canonical, canonical)
             for variant in variants:
                 mapping[normalize(str(variant))] = canonical
-        self._mapping = mapping
         self.words: Mapping[str, str] = mapping  # every listed word -> its canonical form
         self.canonical_forms = frozenset(mapping.values())
         keys = sorted(mapping, key=len, reverse=True)
@@ -123,7 +122,7 @@ class Synonyms:
     def apply(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(lambda m: self._mapping[m.group(0)], text)
+        return self._pattern.sub(lambda m: self.words[m.group(0)], text)
 
 
 @lru_cache(maxsize=1)
